@@ -1,0 +1,192 @@
+"""Least privilege: grants of permissions to principals on credential ids or glob patterns.
+
+Default deny. A principal may do an operation on a credential only when it is an admin
+(from configuration) or holds a grant whose pattern matches the credential id and whose
+permissions include the one needed (``admin`` in a grant includes all). The scheduler acts
+as the reserved ``system:scheduler`` principal, which may only do what the lifecycle does
+on its own (refresh, expire, recover leases); user principals cannot take that name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from credman.errors import CredentialValidationError
+from credman.lifecycle import Permission
+from credman.storage.tables import GrantRow
+
+__all__ = [
+    "SYSTEM_PRINCIPAL",
+    "AccessPolicy",
+    "Grant",
+    "check_pattern",
+    "check_principal",
+    "parse_permissions",
+]
+
+SYSTEM_PRINCIPAL = "system:scheduler"
+_SYSTEM_MAY = frozenset({Permission.USE})
+_GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
+_PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
+_PATTERN = re.compile(r"[A-Za-z0-9*?\[\]][A-Za-z0-9._:@/*?\[\]!-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Permissions a principal holds on credentials matching ``pattern``."""
+
+    principal: str
+    pattern: str
+    permissions: frozenset[Permission]
+    created_at: datetime
+    created_by: str
+
+
+def check_principal(principal: str) -> str:
+    """Validate a user principal name (letters, digits, ``._@/-``; not ``system:``)."""
+    if not isinstance(principal, str) or not _PRINCIPAL.fullmatch(principal):
+        raise CredentialValidationError(
+            "principal: 1-128 characters of letters, digits and ._@/- (starting with a letter "
+            "or digit)",
+            fields=("principal",),
+        )
+    return principal
+
+
+def check_pattern(pattern: str) -> str:
+    """Validate a grant pattern: a credential id or a glob (``*``, ``?``, ``[...]``)."""
+    if not isinstance(pattern, str) or not _PATTERN.fullmatch(pattern):
+        raise CredentialValidationError(
+            "pattern: a credential id or glob of 1-128 characters", fields=("pattern",)
+        )
+    return pattern
+
+
+def parse_permissions(values: Iterable[str | Permission]) -> frozenset[Permission]:
+    """Permissions from names; an unknown name is a validation error naming it."""
+    found: set[Permission] = set()
+    for value in values:
+        try:
+            found.add(Permission(str(value).lower()))
+        except ValueError:
+            allowed = ", ".join(p.value for p in Permission)
+            raise CredentialValidationError(
+                f"permissions: unknown permission {value!r} (one of {allowed})",
+                fields=("permissions",),
+            ) from None
+    if not found:
+        raise CredentialValidationError("permissions: give at least one", fields=("permissions",))
+    return frozenset(found)
+
+
+class AccessPolicy:
+    """Decides and records who may do what; reads grants inside the caller's transaction."""
+
+    def __init__(self, admins: Iterable[str]) -> None:
+        self.admins = frozenset(admins)
+
+    def __repr__(self) -> str:
+        return f"AccessPolicy(admins={sorted(self.admins)})"
+
+    def permissions(
+        self, connection: Connection, principal: str, credential_id: str
+    ) -> frozenset[Permission]:
+        """Everything ``principal`` may do on ``credential_id``."""
+        if principal in self.admins:
+            return frozenset(Permission)
+        if principal == SYSTEM_PRINCIPAL:
+            return _SYSTEM_MAY
+        held: set[Permission] = set()
+        for grant in self._rows(connection, principal):
+            if fnmatchcase(credential_id, grant.pattern):
+                held |= _expand(grant.permissions)
+        return frozenset(held)
+
+    def allows(
+        self, connection: Connection, principal: str, permission: Permission, credential_id: str
+    ) -> bool:
+        """Whether ``principal`` holds ``permission`` on ``credential_id``."""
+        return permission in self.permissions(connection, principal, credential_id)
+
+    def is_admin(self, connection: Connection, principal: str) -> bool:
+        """Admins come from configuration, or hold ``admin`` on the pattern ``*``."""
+        if principal in self.admins:
+            return True
+        return any(
+            grant.pattern == "*" and Permission.ADMIN in grant.permissions
+            for grant in self._rows(connection, principal)
+        )
+
+    def grants(self, connection: Connection, principal: str | None = None) -> list[Grant]:
+        """Every grant, or those of one principal."""
+        query = select(_GRANTS).order_by(_GRANTS.c.principal, _GRANTS.c.pattern)
+        if principal is not None:
+            query = query.where(_GRANTS.c.principal == principal)
+        return [_grant(row) for row in connection.execute(query)]
+
+    def add(
+        self,
+        connection: Connection,
+        principal: str,
+        pattern: str,
+        permissions: frozenset[Permission],
+        *,
+        by: str,
+        at: datetime,
+    ) -> Grant:
+        """Add permissions to the (principal, pattern) grant, creating it if needed."""
+        existing = connection.execute(
+            select(_GRANTS).where(_GRANTS.c.principal == principal, _GRANTS.c.pattern == pattern)
+        ).one_or_none()
+        if existing is None:
+            connection.execute(
+                insert(_GRANTS).values(
+                    principal=principal,
+                    pattern=pattern,
+                    permissions=_encode(permissions),
+                    created_at=at,
+                    created_by=by,
+                )
+            )
+            return Grant(principal, pattern, permissions, at, by)
+        merged = permissions | _decode(existing.permissions)
+        connection.execute(
+            update(_GRANTS).where(_GRANTS.c.id == existing.id).values(permissions=_encode(merged))
+        )
+        return Grant(principal, pattern, merged, existing.created_at, existing.created_by)
+
+    def remove(self, connection: Connection, principal: str, pattern: str) -> bool:
+        """Delete the (principal, pattern) grant; whether there was one."""
+        result = connection.execute(
+            delete(_GRANTS).where(_GRANTS.c.principal == principal, _GRANTS.c.pattern == pattern)
+        )
+        return bool(result.rowcount)
+
+    def _rows(self, connection: Connection, principal: str) -> list[Grant]:
+        query = select(_GRANTS).where(_GRANTS.c.principal == principal)
+        return [_grant(row) for row in connection.execute(query)]
+
+
+def _expand(permissions: frozenset[Permission]) -> frozenset[Permission]:
+    return frozenset(Permission) if Permission.ADMIN in permissions else permissions
+
+
+def _encode(permissions: frozenset[Permission]) -> str:
+    return ",".join(sorted(p.value for p in permissions))
+
+
+def _decode(text: str) -> frozenset[Permission]:
+    return frozenset(Permission(part) for part in text.split(",") if part)
+
+
+def _grant(row: Any) -> Grant:
+    return Grant(
+        row.principal, row.pattern, _decode(row.permissions), row.created_at, row.created_by
+    )

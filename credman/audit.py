@@ -1,0 +1,211 @@
+"""The tamper-evident audit trail: append-only rows, each HMAC-chained to the one before.
+
+``hash_n = HMAC-SHA256(audit_key, hash_{n-1} || canonical(row_n))`` with the audit key
+derived from the keyring (never a data key). Appending locks the single ``audit_head`` row
+(``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already serialises writers), so
+the chain has one order across processes. Rows are written in the same transaction as the
+change they describe: no audit row, no change. Detail values are checked to be short
+scalars; callers put ids, states, versions and error class names there, never a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from credman.errors import AuditError
+from credman.storage.engine import read
+from credman.storage.tables import AuditEventRow, AuditHeadRow
+
+__all__ = ["GENESIS", "AuditEvent", "AuditLog", "AuditReport"]
+
+GENESIS = "0" * 64
+_EVENTS = AuditEventRow.__table__  # type: ignore[attr-defined]
+_HEAD = AuditHeadRow.__table__  # type: ignore[attr-defined]
+_MAX_DETAIL_TEXT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit row as read back."""
+
+    seq: int
+    at: datetime
+    principal: str
+    action: str
+    credential_id: str | None
+    outcome: str
+    detail: Mapping[str, Any]
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """The result of verifying the chain; ``first_bad_seq`` names where it breaks."""
+
+    ok: bool
+    rows_checked: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _canonical(
+    seq: int,
+    at: datetime,
+    principal: str,
+    action: str,
+    credential_id: str | None,
+    outcome: str,
+    detail: Mapping[str, Any],
+) -> bytes:
+    document = [seq, at.isoformat(), principal, action, credential_id, outcome, dict(detail)]
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _check_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in detail.items():
+        if not isinstance(value, str | int | float | bool | type(None)):
+            raise AuditError(f"audit detail {key!r} must be a scalar")
+        if isinstance(value, str) and len(value) > _MAX_DETAIL_TEXT:
+            raise AuditError(f"audit detail {key!r} is too long")
+    return dict(detail)
+
+
+class AuditLog:
+    """Appends to and verifies the HMAC chain."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "AuditLog()"
+
+    def _hash(self, previous: str, canonical: bytes) -> str:
+        return hmac.new(self._key, previous.encode() + canonical, hashlib.sha256).hexdigest()
+
+    def append(
+        self,
+        connection: Connection,
+        *,
+        at: datetime,
+        principal: str,
+        action: str,
+        credential_id: str | None,
+        outcome: str = "ok",
+        detail: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Append one event inside the caller's transaction; return its sequence number."""
+        detail = _check_detail(detail or {})
+        at = at.astimezone(UTC)
+        head = connection.execute(
+            select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+        ).one()
+        seq = head.seq + 1
+        digest = self._hash(
+            head.hash, _canonical(seq, at, principal, action, credential_id, outcome, detail)
+        )
+        connection.execute(
+            insert(_EVENTS).values(
+                seq=seq,
+                at=at,
+                principal=principal,
+                action=action,
+                credential_id=credential_id,
+                outcome=outcome,
+                detail=detail,
+                prev_hash=head.hash,
+                hash=digest,
+            )
+        )
+        connection.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=seq, hash=digest))
+        return int(seq)
+
+    def head(self, engine: Engine) -> tuple[int, str]:
+        """The last sequence number and hash, for anchoring outside the database."""
+        with read(engine) as connection:
+            row = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
+        return row.seq, row.hash
+
+    def verify(self, engine: Engine, *, batch: int = 5000) -> AuditReport:
+        """Recompute the chain from the start; report the first row that does not fit."""
+        previous, expected_seq, checked = GENESIS, 1, 0
+        with read(engine) as connection:
+            head_seq, head_hash = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
+            for row in _stream(connection, batch):
+                problem = self._problem(row, previous, expected_seq)
+                if problem:
+                    return AuditReport(False, checked, head_seq, head_hash, row.seq, problem)
+                previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+        if (head_seq, head_hash) != (expected_seq - 1, previous):
+            problem = f"chain ends at {expected_seq - 1} but the head says {head_seq}"
+            return AuditReport(False, checked, head_seq, head_hash, expected_seq, problem)
+        return AuditReport(True, checked, head_seq, head_hash)
+
+    def _problem(self, row: Any, previous: str, expected_seq: int) -> str | None:
+        if row.seq != expected_seq:
+            return f"expected row {expected_seq}, found {row.seq} (rows missing or inserted)"
+        if row.prev_hash != previous:
+            return "prev_hash does not match the row before (reordered, inserted or deleted)"
+        canonical = _canonical(
+            row.seq, row.at, row.principal, row.action, row.credential_id, row.outcome, row.detail
+        )
+        if not hmac.compare_digest(self._hash(previous, canonical), row.hash):
+            return "hash does not match the row's content (edited)"
+        return None
+
+    def events(
+        self,
+        engine: Engine,
+        *,
+        limit: int = 50,
+        principal: str | None = None,
+        outcome: str | None = None,
+        credential_id: str | None = None,
+    ) -> list[AuditEvent]:
+        """The newest events matching the filters, oldest first."""
+        query = select(_EVENTS).order_by(_EVENTS.c.seq.desc()).limit(limit)
+        for column, value in (
+            ("principal", principal),
+            ("outcome", outcome),
+            ("credential_id", credential_id),
+        ):
+            if value is not None:
+                query = query.where(_EVENTS.c[column] == value)
+        with read(engine) as connection:
+            rows = connection.execute(query).all()
+        return [_event(row) for row in reversed(rows)]
+
+
+def _stream(connection: Connection, batch: int) -> Iterator[Any]:
+    last = 0
+    while True:
+        rows = connection.execute(
+            select(_EVENTS).where(_EVENTS.c.seq > last).order_by(_EVENTS.c.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+def _event(row: Any) -> AuditEvent:
+    return AuditEvent(
+        row.seq,
+        row.at,
+        row.principal,
+        row.action,
+        row.credential_id,
+        row.outcome,
+        row.detail,
+        row.hash,
+    )

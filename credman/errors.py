@@ -1,0 +1,139 @@
+"""Every error credman raises on purpose, in one tree.
+
+    CredentialError                  base: catch this to catch everything credman means
+    ├── NotFound                     no credential (or grant) with that id
+    ├── AccessDenied                 the principal lacks the permission; audited as a security event
+    ├── InvalidTransition            the lifecycle has no such edge from the current state,
+    │                                or a guard refused it; nothing changed
+    ├── CredentialValidationError    bad input; the message names the field
+    ├── CredentialUnusable           the credential exists but cannot be used now (revoked, expired)
+    ├── DecryptionError              a ciphertext did not open; deliberately says nothing more
+    ├── KeyringError                 key material missing, malformed, unsafe or lacking a version
+    ├── ConcurrentUpdate             another writer changed the credential first; retry
+    ├── AuditError                   the audit trail could not be written or read; fail closed
+    ├── StorageError                 the database failed or has a schema this version does not know
+    └── RefreshFailed                the token endpoint refused (.permanent) or failed (transient)
+
+Messages never carry secret values: they name credentials, fields, states and triggers.
+This module imports nothing from credman, so every layer may raise these.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDenied",
+    "AuditError",
+    "ConcurrentUpdate",
+    "CredentialError",
+    "CredentialUnusable",
+    "CredentialValidationError",
+    "DecryptionError",
+    "InvalidTransition",
+    "KeyringError",
+    "NotFound",
+    "RefreshFailed",
+    "StorageError",
+]
+
+
+class CredentialError(Exception):
+    """Base of every error credman raises on purpose."""
+
+    def __init__(self, message: str, *, credential_id: str | None = None) -> None:
+        super().__init__(message)
+        self.credential_id = credential_id
+
+
+class NotFound(CredentialError):
+    """No credential (or grant) exists under that id."""
+
+
+class AccessDenied(CredentialError):
+    """The principal has no grant for this operation; the denial is audited."""
+
+    def __init__(self, principal: str, permission: str, credential_id: str | None = None) -> None:
+        target = f" on {credential_id!r}" if credential_id else ""
+        super().__init__(
+            f"access denied: principal {principal!r} lacks {permission!r}{target}",
+            credential_id=credential_id,
+        )
+        self.principal = principal
+        self.permission = permission
+
+
+class InvalidTransition(CredentialError):
+    """The lifecycle refused a trigger in the current state; nothing changed."""
+
+    def __init__(
+        self,
+        credential_id: str | None,
+        state: str,
+        trigger: str,
+        guard: str | None = None,
+    ) -> None:
+        why = f" (guard {guard!r} refused)" if guard else ""
+        super().__init__(
+            f"invalid transition: {trigger!r} from state {state}{why}",
+            credential_id=credential_id,
+        )
+        self.state = state
+        self.trigger = trigger
+        self.guard = guard
+
+
+class CredentialValidationError(CredentialError, ValueError):
+    """Input failed validation; ``fields`` names every offending field."""
+
+    def __init__(
+        self, message: str, *, fields: tuple[str, ...] = (), credential_id: str | None = None
+    ) -> None:
+        super().__init__(message, credential_id=credential_id)
+        self.fields = fields
+
+
+class CredentialUnusable(CredentialError):
+    """The credential exists but is in a state that yields no usable secret."""
+
+    def __init__(self, credential_id: str, state: str, why: str) -> None:
+        super().__init__(
+            f"credential {credential_id!r} is {state}: {why}", credential_id=credential_id
+        )
+        self.state = state
+
+
+class DecryptionError(CredentialError):
+    """A ciphertext failed to open: tampered, misplaced or under an unknown key."""
+
+
+class KeyringError(CredentialError):
+    """Key material is missing, malformed, readable by others or lacks a needed version."""
+
+
+class ConcurrentUpdate(CredentialError):
+    """Another writer committed a change to the credential first."""
+
+
+class AuditError(CredentialError):
+    """The audit trail could not be written; the operation did not happen."""
+
+
+class StorageError(CredentialError):
+    """The database failed, or holds a schema this version of credman does not know."""
+
+
+class RefreshFailed(CredentialError):
+    """The token endpoint did not yield a token; ``permanent`` means re-authorisation is needed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        credential_id: str | None = None,
+        error_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, credential_id=credential_id)
+        self.permanent = permanent
+        self.error_code = error_code
+        self.retry_after = retry_after

@@ -1,0 +1,309 @@
+"""The versioned keyring of key-encryption keys, and the providers it is loaded from.
+
+A keyring holds one or more 256-bit key-encryption keys (KEKs) by version; the highest
+version is primary and wraps every new data key. Older versions stay until nothing
+references them. A separate audit HMAC key is derived with HKDF from dedicated key
+material, so audit integrity never shares a key with data.
+
+Providers implement :class:`KeyProvider`. The key file (default) is JSON, created 0600
+and refused when group or others may read it; it is rewritten atomically under a lock so
+processes sharing it see each other's rotations. ``EnvKeyProvider`` reads a read-only ring
+from an environment variable; :class:`KmsKeyProvider` shows where a cloud KMS plugs in.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from credman.errors import KeyringError
+
+__all__ = [
+    "KEY_BYTES",
+    "EnvKeyProvider",
+    "KeyFileProvider",
+    "KeyProvider",
+    "Keyring",
+    "KmsKeyProvider",
+    "encode_keyring",
+    "generate_keyring",
+]
+
+KEY_BYTES = 32
+_FORMAT = "credman-keyring/1"
+_AUDIT_INFO = b"credman/audit-hmac/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Keyring:
+    """An immutable snapshot of the key versions; the highest is primary."""
+
+    keys: Mapping[int, bytes]
+    audit_seed: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise KeyringError("the keyring holds no key")
+        for version, key in self.keys.items():
+            if version < 1:
+                raise KeyringError(f"key version {version} is not a positive integer")
+            if len(key) != KEY_BYTES:
+                raise KeyringError(f"key version {version} is {len(key)} bytes, not {KEY_BYTES}")
+        if len(self.audit_seed) != KEY_BYTES:
+            raise KeyringError(f"the audit seed is not {KEY_BYTES} bytes")
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+
+    def __repr__(self) -> str:
+        return f"Keyring(versions={self.versions}, primary={self.primary})"
+
+    @property
+    def primary(self) -> int:
+        """The version that wraps new data keys."""
+        return max(self.keys)
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """Every version in the ring, oldest first."""
+        return tuple(sorted(self.keys))
+
+    def kek(self, version: int) -> bytes:
+        """The key of ``version``; a clear error names a version the ring lacks."""
+        try:
+            return self.keys[version]
+        except KeyError:
+            have = ", ".join(map(str, self.versions))
+            raise KeyringError(
+                f"key version {version} is not in the keyring (it has {have}): "
+                "load the key file the data was written with"
+            ) from None
+
+    def audit_key(self) -> bytes:
+        """The HMAC key of the audit chain, derived from the audit seed (never a data key)."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_AUDIT_INFO)
+        return hkdf.derive(self.audit_seed)
+
+    def with_new_version(self) -> Keyring:
+        """This ring plus a fresh random primary version."""
+        keys = dict(self.keys)
+        keys[self.primary + 1] = secrets.token_bytes(KEY_BYTES)
+        return Keyring(keys, self.audit_seed)
+
+    def without_version(self, version: int) -> Keyring:
+        """This ring with ``version`` removed; the primary cannot be removed."""
+        self.kek(version)
+        if version == self.primary:
+            raise KeyringError(f"key version {version} is primary and cannot be retired")
+        return Keyring({v: k for v, k in self.keys.items() if v != version}, self.audit_seed)
+
+
+def generate_keyring() -> Keyring:
+    """A new ring with one random version and a random audit seed."""
+    return Keyring({1: secrets.token_bytes(KEY_BYTES)}, secrets.token_bytes(KEY_BYTES))
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Where the keyring comes from and, if it can, where new versions are kept."""
+
+    def load(self) -> Keyring:
+        """Read the current keyring; raise KeyringError when it is missing or unsafe."""
+        ...
+
+    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
+        """Apply ``change`` to the current ring durably and atomically; return the new ring."""
+        ...
+
+
+def _b64(text: object, what: str) -> bytes:
+    if not isinstance(text, str) or not text:
+        raise KeyringError(f"{what} is missing or not a string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyringError(f"{what} is not valid base64") from None
+
+
+def _encode(ring: Keyring) -> bytes:
+    document = {
+        "format": _FORMAT,
+        "keys": {str(v): base64.b64encode(k).decode() for v, k in sorted(ring.keys.items())},
+        "audit_seed": base64.b64encode(ring.audit_seed).decode(),
+    }
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def _decode(raw: bytes, source: str) -> Keyring:
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise KeyringError(f"{source} is not a credman key file (not JSON)") from None
+    if not isinstance(document, dict) or document.get("format") != _FORMAT:
+        raise KeyringError(f"{source} is not a credman key file (format {_FORMAT!r} expected)")
+    keys = document.get("keys")
+    if not isinstance(keys, dict) or not keys:
+        raise KeyringError(f"{source} holds no keys")
+    ring: dict[int, bytes] = {}
+    for version, text in keys.items():
+        if not str(version).isdigit():
+            raise KeyringError(f"{source}: key version {version!r} is not a positive integer")
+        ring[int(version)] = _b64(text, f"{source}: key version {version}")
+    return Keyring(ring, _b64(document.get("audit_seed"), f"{source}: audit_seed"))
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class KeyFileProvider:
+    """A JSON key file: created 0600, refused when group or others can read it."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"KeyFileProvider({str(self.path)!r})"
+
+    def create(self) -> Keyring:
+        """Write a new key file (never overwriting one) and return its ring."""
+        ring = generate_keyring()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise KeyringError(f"key file {self.path} already exists; not overwriting it") from None
+        except OSError as exc:
+            raise KeyringError(f"cannot create key file {self.path}: {exc.strerror}") from None
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_encode(ring))
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_directory(self.path.parent.resolve())
+        return ring
+
+    def load(self) -> Keyring:
+        """Read and validate the key file."""
+        try:
+            mode = self.path.stat().st_mode
+        except FileNotFoundError:
+            raise KeyringError(
+                f"no key file at {self.path}: run 'credman init' or set CREDMAN_KEY_FILE"
+            ) from None
+        if not stat.S_ISREG(mode):
+            raise KeyringError(f"key file {self.path} is not a regular file")
+        if mode & 0o077:
+            raise KeyringError(
+                f"key file {self.path} is readable by group or others "
+                f"(mode {stat.S_IMODE(mode):04o}); run 'chmod 600 {self.path}'"
+            )
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raise KeyringError(f"cannot read key file {self.path}: {exc.strerror}") from None
+        return _decode(raw, f"key file {self.path}")
+
+    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
+        """Apply ``change`` under an exclusive lock; the file is replaced atomically."""
+        with self._locked():
+            ring = change(self.load())
+            temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(_encode(ring))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+            _fsync_directory(self.path.parent.resolve())
+            return ring
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+class EnvKeyProvider:
+    """A read-only ring from an environment variable: a key file's JSON, base64-encoded.
+
+    ``credman keys export-env`` style: ``base64 -w0 credman.key``. Rotation needs a
+    writable provider, so ``update`` refuses.
+    """
+
+    def __init__(self, variable: str = "CREDMAN_KEY", environ: Mapping[str, str] | None = None):
+        self.variable = variable
+        self._environ = os.environ if environ is None else environ
+
+    def __repr__(self) -> str:
+        return f"EnvKeyProvider({self.variable!r})"
+
+    def load(self) -> Keyring:
+        """Decode the ring from the variable."""
+        raw = self._environ.get(self.variable)
+        if not raw:
+            raise KeyringError(f"environment variable {self.variable} is not set or empty")
+        return _decode(_b64(raw.strip(), f"${self.variable}"), f"${self.variable}")
+
+    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
+        """Refuse: an environment variable cannot be rewritten durably."""
+        raise KeyringError(
+            f"keys from ${self.variable} are read-only: rotate with a key file or a KMS provider"
+        )
+
+
+class KmsKeyProvider:
+    """Where a cloud KMS plugs in: the key file's bytes are kept wrapped by the KMS.
+
+    ``decrypt``/``encrypt`` are the KMS client's calls (e.g. AWS KMS ``Decrypt`` and
+    ``Encrypt``, GCP ``decrypt``/``encrypt``); ``read``/``write`` keep the wrapped blob
+    (a file, a secret store). Only the KMS can open it, so a stolen disk yields nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        decrypt: Callable[[bytes], bytes],
+        encrypt: Callable[[bytes], bytes],
+        read: Callable[[], bytes],
+        write: Callable[[bytes], None],
+    ) -> None:
+        self._decrypt, self._encrypt, self._read, self._write = decrypt, encrypt, read, write
+
+    def __repr__(self) -> str:
+        return "KmsKeyProvider()"
+
+    def load(self) -> Keyring:
+        """Unwrap the ring through the KMS."""
+        return _decode(self._decrypt(self._read()), "the KMS-wrapped keyring")
+
+    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
+        """Apply ``change`` and store the ring wrapped again by the KMS."""
+        ring = change(self.load())
+        self._write(self._encrypt(_encode(ring)))
+        return ring
+
+
+def encode_keyring(ring: Keyring) -> bytes:
+    """The key-file bytes of ``ring`` (for providers that store it elsewhere)."""
+    return _encode(ring)

@@ -1,0 +1,96 @@
+"""The SQLModel tables: credentials, their append-only history, the audit chain and grants.
+
+The schema is created and changed only by the Alembic migrations beside this module; a
+test checks the migrations produce exactly these tables.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = ["AuditEventRow", "AuditHeadRow", "CredentialRow", "GrantRow", "HistoryRow"]
+
+
+class CredentialRow(SQLModel, table=True):
+    """One credential: lifecycle state, sealed secret fields, non-secret metadata, timers."""
+
+    __tablename__ = "credential"
+    __table_args__ = (Index("ix_credential_next_due_at", "next_due_at"),)
+
+    id: str = Field(primary_key=True, max_length=128)
+    type: str = Field(max_length=32)
+    state: str = Field(max_length=16, index=True)
+    version: int
+    key_version: int | None = Field(default=None, index=True)
+    wrapped_dek: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    sealed: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    public: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    expires_at: datetime | None = None
+    material_at: datetime
+    next_due_at: datetime | None = None
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: datetime | None = None
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=256)
+    created_at: datetime
+    updated_at: datetime
+
+
+class HistoryRow(SQLModel, table=True):
+    """One fired transition; append-only (database triggers refuse UPDATE and DELETE)."""
+
+    __tablename__ = "credential_history"
+
+    id: int | None = Field(default=None, primary_key=True)
+    credential_id: str = Field(max_length=128, index=True)
+    from_state: str | None = Field(default=None, max_length=16)
+    to_state: str = Field(max_length=16)
+    trigger: str = Field(max_length=32)
+    principal: str = Field(max_length=128)
+    reason: str | None = Field(default=None, max_length=512)
+    at: datetime
+    version: int
+
+
+class AuditEventRow(SQLModel, table=True):
+    """One audit event, hash-chained to the one before; append-only."""
+
+    __tablename__ = "audit_event"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: datetime
+    principal: str = Field(max_length=128, index=True)
+    action: str = Field(max_length=32)
+    credential_id: str | None = Field(default=None, max_length=128, index=True)
+    outcome: str = Field(max_length=16)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """The chain's head (last sequence number and hash): the row writers lock to append."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int
+    hash: str = Field(max_length=64)
+
+
+class GrantRow(SQLModel, table=True):
+    """Permissions of one principal on credentials whose id matches ``pattern``."""
+
+    __tablename__ = "access_grant"
+    __table_args__ = (UniqueConstraint("principal", "pattern", name="uq_grant_principal_pattern"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    principal: str = Field(max_length=128, index=True)
+    pattern: str = Field(max_length=128)
+    permissions: str = Field(max_length=64)
+    created_at: datetime
+    created_by: str = Field(max_length=128)
