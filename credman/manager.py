@@ -312,7 +312,7 @@ class CredentialManager:
             refreshable=_refreshable(row),
         )
         state = fire(subject, trigger)
-        version = row.version + 1
+        version = int(row.version) + 1
         repository.append_history(
             act.connection,
             credential_id=row.id,

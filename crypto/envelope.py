@@ -15,10 +15,10 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from credman.crypto.keyring import KEY_BYTES, Keyring
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from credman.crypto.keyring import KEY_BYTES, Keyring
 from credman.errors import DecryptionError
 
 __all__ = ["WrappedKey", "new_data_key", "open_field", "rewrap", "seal_field", "unwrap", "wrap"]

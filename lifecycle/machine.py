@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from credman.lifecycle.states import Permission, State
 from transitions import EventData, Machine
 
 from credman.errors import AccessDenied, InvalidTransition
+from credman.lifecycle.states import Permission, State
 
 __all__ = ["EDGES", "GUARDS", "Edge", "Subject", "fire", "legal_triggers", "target_of"]
 

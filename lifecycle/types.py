@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 from urllib.parse import urlsplit
 
-from credman.crypto.secret import Secret
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -27,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from credman.crypto.secret import Secret
 from credman.errors import CredentialValidationError
 
 __all__ = [
@@ -309,10 +309,10 @@ def _translate(model: str, exc: ValidationError) -> CredentialValidationError:
     problems: list[str] = []
     fields: list[str] = []
     for error in exc.errors(include_input=False, include_url=False):
-        location = ".".join(str(part) for part in error["loc"]) or model
-        fields.append(location)
+        location = ".".join(str(part) for part in error["loc"])
+        fields.append(location or model)
         message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{location}: {message}")
+        problems.append(f"{location}: {message}" if location else message)
     return CredentialValidationError(
         f"invalid {model}: " + "; ".join(problems), fields=tuple(fields)
     )

@@ -8,8 +8,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from credman.storage.engine import read, write
 from sqlalchemy import Connection, Engine, text
+
+from credman.storage.engine import read, write
 
 __all__ = ["MIGRATIONS", "current_revision", "head_revision", "upgrade"]
 

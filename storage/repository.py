@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from credman.storage.tables import CredentialRow, HistoryRow
 from sqlalchemy import Connection, insert, select, update
 
 from credman.errors import ConcurrentUpdate, NotFound
+from credman.storage.tables import CredentialRow, HistoryRow
 
 __all__ = [
     "CREDENTIALS",

@@ -1,8 +1,9 @@
 """Alembic environment: runs credman's migrations on the connection the caller passes in."""
 
-import credman.storage.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from alembic import context
 from sqlmodel import SQLModel
+
+import credman.storage.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 connection = context.config.attributes.get("connection")
 if connection is None:

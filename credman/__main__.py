@@ -1,0 +1,5 @@
+"""``python -m credman``: the command line."""
+
+from credman.cli import main
+
+main()
