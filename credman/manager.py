@@ -13,20 +13,24 @@ from __future__ import annotations
 import builtins
 import re
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, Self
 
+import httpx
 from loguru import logger
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from credman import _material
+from credman import _material, refresh
 from credman.access import (
     SYSTEM_PRINCIPAL,
     AccessPolicy,
@@ -36,6 +40,7 @@ from credman.access import (
     parse_permissions,
 )
 from credman.audit import AuditEvent, AuditLog, AuditReport
+from credman.auth import CredentialAuth
 from credman.config import Settings
 from credman.crypto import EnvKeyProvider, KeyFileProvider, KeyProvider, Keyring
 from credman.errors import (
@@ -43,11 +48,15 @@ from credman.errors import (
     CredentialError,
     CredentialUnusable,
     CredentialValidationError,
+    InvalidTransition,
+    RefreshFailed,
     StorageError,
 )
 from credman.lifecycle import (
     CREDENTIAL_TYPES,
     Credential,
+    JWTBearer,
+    OAuth2,
     Permission,
     RefreshPolicy,
     State,
@@ -55,6 +64,9 @@ from credman.lifecycle import (
     fire,
     next_due_at,
 )
+from credman.notify import CredentialEvent, EventKind, Hook
+from credman.oauth import request_token
+from credman.refresh import Claim, TickReport, is_refreshable, needs_refresh, still_valid
 from credman.storage import engine as storage
 from credman.storage import migrate, repository
 
@@ -171,6 +183,8 @@ class CredentialManager:
         clock: Callable[[], datetime] | None = None,
         synchronous: str = "FULL",
         migrate_schema: bool = True,
+        hooks: Iterable[Hook] = (),
+        http_client: httpx.Client | None = None,
     ) -> None:
         settings = Settings.from_env(database_url=database_url, key_file=key_file)
         self._provider: KeyProvider = key_provider or (
@@ -184,6 +198,11 @@ class CredentialManager:
         self._access = AccessPolicy(settings.admins if admins is None else admins)
         self._policy = refresh_policy or RefreshPolicy()
         self._clock = clock or _utcnow
+        self._hooks = tuple(hooks)
+        self._http = http_client or httpx.Client(follow_redirects=False)
+        self._owns_http = http_client is None
+        self._flights: dict[str, threading.Lock] = {}
+        self._flights_lock = threading.Lock()
         self._engine = storage.make_engine(settings.database_url, synchronous=synchronous)
         self.database_url = make_url(settings.database_url).render_as_string(hide_password=True)
         try:
@@ -208,8 +227,10 @@ class CredentialManager:
         self.close()
 
     def close(self) -> None:
-        """Release database connections."""
+        """Release database connections and the HTTP client."""
         self._engine.dispose()
+        if self._owns_http:
+            self._http.close()
 
     def _ensure_schema(self) -> None:
         try:
@@ -280,12 +301,13 @@ class CredentialManager:
         principal: str,
         credential_id: str,
         need: AbstractSet[Permission],
+        now: datetime | None = None,
     ) -> _Act:
         """What ``principal`` holds on the credential; AccessDenied unless one of ``need``."""
         held = self._access.permissions(connection, principal, credential_id)
         if not held & need:
             raise AccessDenied(principal, "|".join(sorted(p.value for p in need)), credential_id)
-        return _Act(connection, principal, held, self._now())
+        return _Act(connection, principal, held, now or self._now())
 
     def _require_admin(self, connection: Connection, principal: str) -> None:
         if not self._access.is_admin(connection, principal):
@@ -309,7 +331,7 @@ class CredentialManager:
             may=act.held.__contains__,
             expires_at=row.expires_at,
             lease_until=row.lease_until,
-            refreshable=_refreshable(row),
+            refreshable=is_refreshable(row),
         )
         state = fire(subject, trigger)
         version = int(row.version) + 1
@@ -373,7 +395,7 @@ class CredentialManager:
             values = _material.seal(self._keyring, credential_id, credential) | {
                 "expires_at": credential.expires_at_or_none,
                 "material_at": act.now,
-                "next_due_at": next_due_at(credential, act.now, self._policy),
+                "next_due_at": next_due_at(credential, act.now, self._policy, refresh.jitter()),
                 "lease_owner": None,
                 "lease_until": None,
                 "attempts": 0,
@@ -413,14 +435,31 @@ class CredentialManager:
         )
 
     def get(self, credential_id: str, *, principal: str) -> Credential:
-        """The decrypted credential; its secret fields are ``Secret`` values. Audited."""
+        """The decrypted credential, refreshed first when due; secret fields are ``Secret``.
+
+        Audited. A credential within its refresh margin is refreshed before it is returned
+        (once, however many callers ask at the same time); a transient refresh failure
+        while the current token still works returns the current token.
+        """
         credential_id = check_credential_id(credential_id)
+        for _ in range(3):
+            credential = self._read(credential_id, principal)
+            if credential is not None:
+                return credential
+            self._refresh_flight(credential_id, principal, frozenset({Permission.USE}))
+        message = f"credential {credential_id!r} keeps changing; try again"
+        raise CredentialUnusable(credential_id, "busy", message)
+
+    def _read(self, credential_id: str, principal: str) -> Credential | None:
+        """One audited read; None when a refresh must come first."""
         expired = False
         with self._operation("read", principal, credential_id) as connection:
             act = self._act(connection, principal, credential_id, {Permission.USE})
             row = repository.load_credential(connection, credential_id, for_update=True)
-            _ensure_not_dead(row)
-            expired = _past_expiry(row, act.now) and not _refreshable(row)
+            if _wants_refresh(row, act.now):
+                return None
+            _ensure_usable(row, act.now)
+            expired = _past_expiry(row, act.now) and not is_refreshable(row)
             if expired:
                 version = self._change(act, row, "expire", {"next_due_at": None})
                 self._audit_ok(act, "expire", credential_id, version=version)
@@ -428,8 +467,327 @@ class CredentialManager:
                 credential = self._open(row)
                 self._audit_ok(act, "read", credential_id, version=row.version)
         if expired:  # raised after the commit, so the expiry stays recorded
+            self._emit(
+                CredentialEvent(
+                    kind=EventKind.EXPIRED,
+                    credential_id=credential_id,
+                    state=State.EXPIRED,
+                    at=act.now,
+                )
+            )
             raise CredentialUnusable(credential_id, State.EXPIRED, "its material has expired")
         return credential
+
+    # -- refresh: claim -> call -> commit ---------------------------------------------------
+
+    def refresh(self, credential_id: str, *, principal: str, force: bool = False) -> CredentialInfo:
+        """Refresh now (``force``) or only when due; raises RefreshFailed when it fails."""
+        credential_id = check_credential_id(credential_id)
+        self._refresh_flight(credential_id, principal, frozenset({Permission.MANAGE}), force=force)
+        return self.info(credential_id, principal=principal)
+
+    def _flight(self, credential_id: str) -> threading.Lock:
+        with self._flights_lock:
+            return self._flights.setdefault(credential_id, threading.Lock())
+
+    def _refresh_flight(
+        self,
+        credential_id: str,
+        principal: str,
+        need: frozenset[Permission],
+        *,
+        force: bool = False,
+        now: datetime | None = None,
+        if_version: int | None = None,
+    ) -> str:
+        """Refresh once across threads (a lock per id) and processes (the lease).
+
+        A caller that finds another refresh in flight waits for it and uses its result
+        instead of calling the provider. Returns what happened: "refreshed", "deferred",
+        "fresh" (nothing to do) or raises RefreshFailed when the credential is left
+        without a usable token.
+        """
+        with self._flight(credential_id):
+            while True:
+                claim = self._claim(credential_id, principal, need, force, now, if_version)
+                if isinstance(claim, Claim):
+                    return self._call_and_commit(claim, principal, need, now)
+                if claim is None:
+                    return "fresh"
+                time.sleep(min(0.05, max(0.0, (claim - self._now()).total_seconds())))
+
+    def _claim(
+        self,
+        credential_id: str,
+        principal: str,
+        need: frozenset[Permission],
+        force: bool,
+        now: datetime | None,
+        if_version: int | None,
+    ) -> Claim | datetime | None:
+        """Claim the credential with a lease; None if nothing to do, a time to wait until."""
+        with self._operation("refresh", principal, credential_id) as connection:
+            act = self._act(connection, principal, credential_id, need, now)
+            row = repository.load_credential(connection, credential_id, for_update=True)
+            if row.state == State.REFRESHING:
+                if not _lease_stale(row, act.now):
+                    wait_until: datetime = min(row.lease_until, act.now + _POLL)
+                    return wait_until
+                self._recover_lease(act, row)
+                row = repository.load_credential(connection, credential_id)
+            if not self._should_refresh(row, act.now, force, if_version):
+                return None
+            credential = self._open(row)
+            if not isinstance(credential, OAuth2 | JWTBearer):
+                raise InvalidTransition(credential_id, row.state, "start_refresh", "refreshable")
+            owner = uuid.uuid4().hex
+            lease_until = act.now + self._policy.lease
+            self._change(
+                act,
+                row,
+                "start_refresh",
+                {"lease_owner": owner, "lease_until": lease_until, "next_due_at": lease_until},
+            )
+            return Claim(credential_id, owner, credential, row.attempts)
+
+    def _should_refresh(self, row: Any, now: datetime, force: bool, if_version: int | None) -> bool:
+        _ensure_not_revoked(row)
+        if if_version is not None and row.version != if_version:
+            return False  # someone refreshed or updated since the caller read it
+        needs_operator = row.state == State.EXPIRED and row.next_due_at is None
+        if needs_operator and is_refreshable(row) and not force:
+            raise _reauthorisation_required(row)
+        in_backoff = row.attempts and row.next_due_at is not None and now < row.next_due_at
+        if force:
+            return not (in_backoff and if_version is not None)
+        return needs_refresh(row, now)
+
+    def _recover_lease(self, act: _Act, row: Any) -> None:
+        version = self._change(
+            act,
+            row,
+            "lease_expired",
+            {"lease_owner": None, "lease_until": None, "next_due_at": act.now},
+        )
+        self._audit_ok(act, "lease_recovered", row.id, version=version)
+        logger.warning("recovered a stale refresh lease on {!r}", row.id)
+
+    def _call_and_commit(
+        self, claim: Claim, principal: str, need: frozenset[Permission], now: datetime | None
+    ) -> str:
+        started = now or self._now()
+        try:
+            outcome: Any = request_token(
+                self._http, claim.credential, now=started, timeout=self._policy.timeout
+            )
+        except RefreshFailed as failure:
+            outcome = failure
+        result, events = self._commit(claim, principal, need, outcome, started)
+        self._emit(*events)
+        if isinstance(outcome, RefreshFailed) and result != "deferred":
+            raise RefreshFailed(
+                f"refresh of {claim.credential_id!r} failed: {outcome}",
+                permanent=outcome.permanent,
+                credential_id=claim.credential_id,
+                error_code=outcome.error_code,
+                retry_after=outcome.retry_after,
+            )
+        return result
+
+    def _commit(
+        self,
+        claim: Claim,
+        principal: str,
+        need: frozenset[Permission],
+        outcome: Any,
+        now: datetime,
+    ) -> tuple[str, list[CredentialEvent]]:
+        """Store the outcome if the lease is still ours; the result and events to send."""
+        with self._operation("refresh", principal, claim.credential_id) as connection:
+            act = self._act(connection, principal, claim.credential_id, need, now)
+            row = repository.load_credential(connection, claim.credential_id, for_update=True)
+            if row.state != State.REFRESHING or row.lease_owner != claim.owner:
+                self._audit_outcome(act, "refresh", row.id, "failed", error="lease_lost")
+                return "lease_lost", []
+            if isinstance(outcome, RefreshFailed):
+                return self._record_failure(act, row, outcome)
+            return self._record_success(act, row, claim, outcome)
+
+    def _record_success(
+        self, act: _Act, row: Any, claim: Claim, grant: Any
+    ) -> tuple[str, list[CredentialEvent]]:
+        credential = refresh.merged(claim.credential, grant, act.now)
+        values = _material.seal(self._keyring, row.id, credential) | {
+            "expires_at": credential.expires_at_or_none,
+            "material_at": act.now,
+            "next_due_at": next_due_at(credential, act.now, self._policy, refresh.jitter()),
+            "lease_owner": None,
+            "lease_until": None,
+            "attempts": 0,
+            "last_error": None,
+        }
+        version = self._change(act, row, "refresh_succeeded", values)
+        rotated = grant.refresh_token is not None
+        self._audit_ok(act, "refresh", row.id, version=version, rotated=rotated)
+        logger.info("refreshed {!r} (version {})", row.id, version)
+        events = []
+        if claim.attempts:
+            events.append(
+                CredentialEvent(
+                    kind=EventKind.RECOVERED,
+                    credential_id=row.id,
+                    state=State.UPDATED,
+                    at=act.now,
+                    attempts=claim.attempts,
+                )
+            )
+        return "refreshed", events
+
+    def _record_failure(
+        self, act: _Act, row: Any, failure: RefreshFailed
+    ) -> tuple[str, list[CredentialEvent]]:
+        trigger, values = refresh.failure_values(row, failure, act.now, self._policy)
+        version = self._change(act, row, trigger, values)
+        code = values["last_error"]
+        self._audit_outcome(
+            act,
+            "refresh",
+            row.id,
+            "failed",
+            error=code,
+            permanent=failure.permanent,
+            attempts=values["attempts"],
+            version=version,
+        )
+        logger.warning("refresh of {!r} failed ({}, attempt {})", row.id, code, values["attempts"])
+        kind = EventKind.REAUTHORIZATION_REQUIRED if failure.permanent else EventKind.REFRESH_FAILED
+        event = CredentialEvent(
+            kind=kind,
+            credential_id=row.id,
+            state=_target_state(trigger),
+            at=act.now,
+            attempts=values["attempts"],
+            error_code=code,
+            retry_at=values["next_due_at"],
+        )
+        return ("deferred" if trigger == "refresh_deferred" else "failed"), [event]
+
+    def _audit_outcome(
+        self, act: _Act, action: str, credential_id: str | None, outcome: str, **detail: Any
+    ) -> None:
+        self._audit.append(
+            act.connection,
+            at=act.now,
+            principal=act.principal,
+            action=action,
+            credential_id=credential_id,
+            outcome=outcome,
+            detail=detail,
+        )
+
+    def _emit(self, *events: CredentialEvent) -> None:
+        for event in events:
+            for hook in self._hooks:
+                try:
+                    hook(event)
+                except Exception as exc:  # a hook never undoes or fails a committed change
+                    logger.error("notification hook failed: {}", type(exc).__name__)
+
+    # -- the sweep ------------------------------------------------------------------------
+
+    def tick(
+        self, now: datetime | None = None, *, limit: int = 1000, workers: int = 4
+    ) -> TickReport:
+        """Do the due work: refresh tokens in their margin, expire what cannot refresh,
+        recover stale leases. Safe to run in any number of processes at once."""
+        now = now or self._now()
+        report = TickReport(now=now)
+        due = self._due(now, limit)
+        report.due = len(due)
+        if not due:
+            return report
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due)))) as pool:
+            for outcome in pool.map(lambda cid: self._maintain(cid, now), due):
+                _count(report, outcome)
+        return report
+
+    def _due(self, now: datetime, limit: int) -> builtins.list[str]:
+        table = repository.CREDENTIALS
+        query = (
+            select(table.c.id)
+            .where(table.c.next_due_at <= now)
+            .order_by(table.c.next_due_at)
+            .limit(limit)
+        )
+        with storage.read(self._engine) as connection:
+            return [row.id for row in connection.execute(query)]
+
+    def _maintain(self, credential_id: str, now: datetime) -> str:
+        """One due credential: refresh, expire or recover; never raises."""
+        try:
+            if self._expire_due(credential_id, now):
+                return "expired"
+            result = self._refresh_flight(
+                credential_id, SYSTEM_PRINCIPAL, frozenset({Permission.USE}), now=now
+            )
+        except RefreshFailed:
+            return "failed"
+        except CredentialError as exc:
+            logger.warning("sweep could not maintain {!r}: {}", credential_id, type(exc).__name__)
+            return f"error:{type(exc).__name__}"
+        return result
+
+    def next_wakeup(self) -> datetime | None:
+        """The earliest due time of any credential (for the scheduler's one-shot wake-up)."""
+        table = repository.CREDENTIALS
+        query = select(table.c.next_due_at).where(table.c.next_due_at.is_not(None))
+        with storage.read(self._engine) as connection:
+            return connection.execute(query.order_by(table.c.next_due_at).limit(1)).scalar()
+
+    def _expire_due(self, credential_id: str, now: datetime) -> bool:
+        """Move a non-refreshable credential past its expiry to EXPIRED; whether it did."""
+        with self._operation("expire", SYSTEM_PRINCIPAL, credential_id) as connection:
+            row = repository.load_credential(
+                connection, credential_id, for_update=True, skip_locked=True, missing_ok=True
+            )
+            if row is None or is_refreshable(row) or row.state == State.REFRESHING:
+                return False
+            if not _past_expiry(row, now) or row.state not in (State.ACTIVE, State.UPDATED):
+                return False
+            act = self._act(connection, SYSTEM_PRINCIPAL, credential_id, {Permission.USE}, now)
+            version = self._change(act, row, "expire", {"next_due_at": None})
+            self._audit_ok(act, "expire", credential_id, version=version)
+        self._emit(
+            CredentialEvent(
+                kind=EventKind.EXPIRED, credential_id=credential_id, state=State.EXPIRED, at=now
+            )
+        )
+        return True
+
+    # -- consumers ------------------------------------------------------------------------
+
+    def _refresh_after_401(self, credential_id: str, principal: str, version: int) -> bool:
+        """Refresh after the provider rejected the token of ``version``; whether to retry.
+
+        Only the caller holding the rejected version refreshes (others just re-read), and a
+        credential in backoff is not refreshed again.
+        """
+        try:
+            result = self._refresh_flight(
+                credential_id,
+                principal,
+                frozenset({Permission.USE}),
+                force=True,
+                if_version=version,
+            )
+        except RefreshFailed:
+            return False
+        return result != "deferred"
+
+    def auth(self, credential_id: str, *, principal: str) -> CredentialAuth:
+        """An ``httpx.Auth`` (sync and async) that injects the credential and, on a 401,
+        refreshes once and retries once."""
+        return CredentialAuth(self, check_credential_id(credential_id), principal)
 
     def info(self, credential_id: str, *, principal: str) -> CredentialInfo:
         """Metadata and state; no secret values."""
@@ -471,6 +829,14 @@ class CredentialManager:
             self._audit_ok(act, "revoke", credential_id, version=version)
             info = _info(repository.load_credential(connection, credential_id))
         logger.info("revoked {!r}", credential_id)
+        self._emit(
+            CredentialEvent(
+                kind=EventKind.REVOKED,
+                credential_id=credential_id,
+                state=State.REVOKED,
+                at=info.updated_at,
+            )
+        )
         return info
 
     def _force(
@@ -561,17 +927,70 @@ class CredentialManager:
         )
 
 
-def _ensure_not_dead(row: Any) -> None:
+_POLL = timedelta(milliseconds=50)
+
+
+def _ensure_not_revoked(row: Any) -> None:
     if row.state == State.REVOKED:
         raise CredentialUnusable(row.id, State.REVOKED, "it was revoked")
-    if row.state == State.EXPIRED:
+
+
+def _reauthorisation_required(row: Any) -> RefreshFailed:
+    return RefreshFailed(
+        f"credential {row.id!r} needs re-authorisation (the provider refused the grant: "
+        f"{row.last_error}); store new material",
+        permanent=True,
+        credential_id=row.id,
+        error_code=row.last_error,
+    )
+
+
+def _wants_refresh(row: Any, now: datetime) -> bool:
+    """Whether a read must refresh first: due, or mid-refresh with no valid token to give."""
+    if row.state == State.REFRESHING:
+        return not still_valid(row, now)
+    return needs_refresh(row, now)
+
+
+def _ensure_usable(row: Any, now: datetime) -> None:
+    _ensure_not_revoked(row)
+    if row.state != State.EXPIRED:
+        return
+    if not is_refreshable(row):
         raise CredentialUnusable(row.id, State.EXPIRED, "re-authorise it by storing new material")
+    if row.next_due_at is None:
+        raise _reauthorisation_required(row)
+    raise RefreshFailed(
+        f"credential {row.id!r} is EXPIRED and its refresh is failing ({row.last_error}); "
+        f"next attempt at {row.next_due_at.isoformat(timespec='seconds')}",
+        permanent=False,
+        credential_id=row.id,
+        error_code=row.last_error,
+    )
+
+
+def _lease_stale(row: Any, now: datetime) -> bool:
+    return row.lease_until is None or now >= row.lease_until
+
+
+def _target_state(trigger: str) -> State:
+    """Where a failure trigger leads from REFRESHING."""
+    return State.ACTIVE if trigger == "refresh_deferred" else State.EXPIRED
+
+
+def _count(report: TickReport, outcome: str) -> None:
+    if outcome in ("refreshed", "deferred"):
+        report.refreshed += outcome == "refreshed"
+        report.failed += outcome == "deferred"
+    elif outcome == "expired":
+        report.expired += 1
+    elif outcome == "failed":
+        report.failed += 1
+    elif outcome.startswith("error:"):
+        report.errors.append(outcome)
+    else:
+        report.skipped += 1
 
 
 def _past_expiry(row: Any, now: datetime) -> bool:
     return row.expires_at is not None and now >= row.expires_at
-
-
-def _refreshable(row: Any) -> bool:
-    kind = CREDENTIAL_TYPES.get(row.type)
-    return kind is not None and kind.can_refresh(row.public, row.sealed.keys())

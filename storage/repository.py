@@ -37,12 +37,17 @@ def load_credential(
     credential_id: str,
     *,
     for_update: bool = False,
+    skip_locked: bool = False,
     missing_ok: bool = False,
 ) -> Any:
-    """The credential row, or NotFound (or None with ``missing_ok``)."""
+    """The credential row, or NotFound (or None with ``missing_ok``).
+
+    ``skip_locked`` (PostgreSQL) gives None instead of waiting when another transaction
+    holds the row, so a sweep moves on to the next due credential.
+    """
     query = select(CREDENTIALS).where(CREDENTIALS.c.id == credential_id)
-    if for_update:
-        query = query.with_for_update()
+    if for_update or skip_locked:
+        query = query.with_for_update(skip_locked=skip_locked)
     row = connection.execute(query).one_or_none()
     if row is None and not missing_ok:
         raise NotFound(f"no credential {credential_id!r}", credential_id=credential_id)

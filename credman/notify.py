@@ -1,0 +1,118 @@
+"""Notifications: frozen events passed to hooks after the change they describe is committed.
+
+A hook is any callable taking a :class:`CredentialEvent`. Hooks run after the commit,
+outside any transaction; an exception in a hook is logged and never undoes or fails the
+operation. :class:`WebhookNotifier` is the built-in hook: it POSTs the event as JSON with an
+HMAC-SHA256 signature header and retries a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+import httpx
+from loguru import logger
+
+from credman.oauth import backoff_delay
+
+__all__ = ["CredentialEvent", "EventKind", "Hook", "WebhookNotifier"]
+
+
+class EventKind(StrEnum):
+    """What happened to a credential."""
+
+    REFRESH_FAILED = "refresh_failed"  # a transient failure; retried with backoff
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"  # the provider refused the grant
+    RECOVERED = "recovered"  # a refresh succeeded after failures
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialEvent:
+    """One notification; carries ids, states and error codes, never a secret."""
+
+    kind: EventKind
+    credential_id: str
+    state: str
+    at: datetime
+    attempts: int = 0
+    error_code: str | None = None
+    retry_at: datetime | None = None
+
+    def to_json(self) -> bytes:
+        """The canonical JSON body of this event."""
+        document = {
+            k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(self).items()
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+class Hook(Protocol):
+    """Receives events after the change is committed."""
+
+    def __call__(self, event: CredentialEvent) -> None:
+        """Handle one event; exceptions are logged, not raised."""
+
+
+class WebhookNotifier:
+    """POSTs events as JSON, signed ``X-Credman-Signature: sha256=<hex HMAC of the body>``."""
+
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        *,
+        attempts: int = 3,
+        timeout: float = 5.0,
+        client: httpx.Client | None = None,
+        sleep: object = time.sleep,
+    ) -> None:
+        self.url = url
+        self._secret = secret
+        self._attempts = attempts
+        self._timeout = timeout
+        self._client = client or httpx.Client()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"WebhookNotifier({self.url!r})"
+
+    def signature(self, body: bytes) -> str:
+        """The signature header value for ``body``."""
+        return "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+
+    def __call__(self, event: CredentialEvent) -> None:
+        """Deliver ``event``; retry 5xx and transport errors up to ``attempts`` times."""
+        body = event.to_json()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Credman-Event": event.kind.value,
+            "X-Credman-Signature": self.signature(body),
+        }
+        for attempt in range(self._attempts):
+            if self._deliver(body, headers):
+                return
+            if attempt + 1 < self._attempts:
+                self._sleep(backoff_delay(attempt, base=0.2, cap=2.0))  # type: ignore[operator]
+        logger.warning("webhook gave up on {} for {!r}", event.kind.value, event.credential_id)
+
+    def _deliver(self, body: bytes, headers: dict[str, str]) -> bool:
+        try:
+            response = self._client.post(
+                self.url, content=body, headers=headers, timeout=self._timeout
+            )
+        except httpx.HTTPError as exc:
+            logger.info("webhook delivery failed: {}", type(exc).__name__)
+            return False
+        if response.status_code < 500:
+            return True
+        logger.info("webhook answered HTTP {}", response.status_code)
+        return False

@@ -1,0 +1,123 @@
+"""Refresh decisions and bookkeeping: when a stored credential needs new tokens, how a token
+response becomes new material, and what a failure does to the schedule.
+
+Pure functions of a credential row (or credential), a token response and ``now``; the
+manager runs them inside its claim -> call -> commit transactions.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from credman.errors import RefreshFailed
+from credman.lifecycle import CREDENTIAL_TYPES, Credential, JWTBearer, OAuth2, RefreshPolicy, State
+from credman.oauth import TokenGrant, next_retry_delay
+
+__all__ = [
+    "Claim",
+    "TickReport",
+    "failure_values",
+    "is_refreshable",
+    "merged",
+    "needs_refresh",
+    "still_valid",
+]
+
+_SPREAD = random.SystemRandom()
+
+
+def is_refreshable(row: Any) -> bool:
+    """Whether the stored credential can get new material without an operator."""
+    kind = CREDENTIAL_TYPES.get(row.type)
+    return kind is not None and kind.can_refresh(row.public, row.sealed.keys())
+
+
+def still_valid(row: Any, now: datetime) -> bool:
+    """Whether the stored access material works at ``now`` (not expired, and present)."""
+    token_based = row.type in ("oauth2", "jwt_bearer")
+    has_token = not token_based or "access_token" in row.sealed
+    return has_token and (row.expires_at is None or now < row.expires_at)
+
+
+def needs_refresh(row: Any, now: datetime) -> bool:
+    """Whether a refresh is due now (its due time, or its retry time after a failure)."""
+    return (
+        row.state in (State.ACTIVE, State.UPDATED, State.EXPIRED)
+        and row.next_due_at is not None
+        and now >= row.next_due_at
+        and is_refreshable(row)
+    )
+
+
+def jitter() -> float:
+    """A random fraction in [0, 1) to spread due times."""
+    return _SPREAD.random()
+
+
+def merged(credential: Credential, grant: TokenGrant, now: datetime) -> Credential:
+    """The credential with the new tokens; a response without a refresh token keeps the old."""
+    changes: dict[str, Any] = {
+        "access_token": grant.access_token,
+        "expires_in": None,
+        "expires_at": now + timedelta(seconds=grant.expires_in) if grant.expires_in else None,
+    }
+    if grant.refresh_token is not None and "refresh_token" in type(credential).model_fields:
+        changes["refresh_token"] = grant.refresh_token
+    if "token_type" in type(credential).model_fields:
+        bearer = grant.token_type.lower() == "bearer"
+        changes["token_type"] = "Bearer" if bearer else grant.token_type[:64] or "Bearer"
+    return credential.with_material(**changes)
+
+
+def failure_values(
+    row: Any, failure: RefreshFailed, now: datetime, policy: RefreshPolicy
+) -> tuple[str, dict[str, Any]]:
+    """The trigger and column values after a failed refresh.
+
+    Permanent: EXPIRED with no next due time (an operator must re-authorise). Transient:
+    retried after exponential backoff with full jitter (at least ``Retry-After``); the
+    credential stays usable (ACTIVE) while its token is valid, else EXPIRED until a retry
+    succeeds.
+    """
+    attempts = int(row.attempts) + 1
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "last_error": (failure.error_code or "error")[:64],
+        "lease_owner": None,
+        "lease_until": None,
+    }
+    if failure.permanent:
+        return "refresh_failed", values | {"next_due_at": None}
+    delay = next_retry_delay(
+        attempts - 1, failure.retry_after, base=policy.backoff_base, cap=policy.backoff_cap
+    )
+    values["next_due_at"] = now + timedelta(seconds=max(delay, policy.cooldown))
+    trigger = "refresh_deferred" if still_valid(row, now) else "refresh_failed"
+    return trigger, values
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A credential claimed for refresh: the lease owner and the material to refresh."""
+
+    credential_id: str
+    owner: str
+    credential: OAuth2 | JWTBearer
+    attempts: int
+
+
+@dataclass(slots=True)
+class TickReport:
+    """What one sweep did."""
+
+    now: datetime
+    due: int = 0
+    refreshed: int = 0
+    expired: int = 0
+    failed: int = 0
+    recovered_leases: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
