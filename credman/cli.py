@@ -9,7 +9,9 @@ traceback.
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +26,12 @@ from rich.table import Table
 
 from credman.config import Settings
 from credman.crypto import KeyFileProvider
-from credman.errors import CredentialError, CredentialValidationError, KeyringError
+from credman.errors import (
+    CredentialError,
+    CredentialUnusable,
+    CredentialValidationError,
+    KeyringError,
+)
 from credman.lifecycle import ApiKey, BasicAuth, BearerToken, Credential, JWTBearer, OAuth2
 from credman.manager import CredentialInfo, CredentialManager
 
@@ -517,6 +524,73 @@ def diagram(
     svg = diagrams.credential_path_svg(credential_id, path_steps, current)
     stem.with_suffix(".svg").write_bytes(svg)
     out.print(f"wrote {stem}.md and {stem}.svg")
+
+
+@app.command()
+def token(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Print a currently valid token (refreshing first if due): for scripts and pipes."""
+    with _manager(ctx) as manager:
+        credential = manager.get(credential_id, principal=_options(ctx).principal)
+    value = _token_of(credential)
+    if value is None:
+        raise CredentialUnusable(
+            credential_id, "ACTIVE", f"a {credential.kind} credential has no token"
+        )
+    sys.stdout.write(value + "\n")
+
+
+def _token_of(credential: Credential) -> str | None:
+    for name in ("access_token", "token"):
+        secret = getattr(credential, name, None)
+        if secret is not None:
+            return str(secret.reveal())
+    if isinstance(credential, ApiKey):
+        return credential.prefix + credential.key.reveal()
+    return None
+
+
+@app.command()
+def refresh(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    force: Annotated[bool, typer.Option("--force", help="Refresh even if not due.")] = False,
+) -> None:
+    """Refresh an OAuth credential now (with --force) or if it is due."""
+    with _manager(ctx) as manager:
+        info = manager.refresh(credential_id, principal=_options(ctx).principal, force=force)
+    out.print(
+        f"{info.instance_id!r}: {info.state} (version {info.version}), "
+        f"expires {_when(info.expires_at)}"
+    )
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(help="Seconds between sweeps.")] = 30.0,
+    workers: Annotated[int, typer.Option(help="Refreshes in parallel.")] = 4,
+    once: Annotated[bool, typer.Option("--once", help="Sweep once and exit.")] = False,
+) -> None:
+    """Run the scheduler daemon in the foreground until SIGINT/SIGTERM: keeps tokens fresh."""
+    from credman.scheduler import CredentialScheduler
+
+    logger.enable("credman")
+    logger.remove()
+    logger.add(sys.stderr, level="INFO", format="{time:YYYY-MM-DDTHH:mm:ss} {level} {message}")
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    with _manager(ctx) as manager:
+        scheduler = CredentialScheduler(manager, interval=interval, workers=workers)
+        if once:
+            scheduler.sweep()
+            return
+        scheduler.start()
+        logger.info("credman serve: sweeping every {}s (pid {})", interval, os.getpid())
+        while not stop.wait(1.0):
+            pass
+        logger.info("credman serve: stopping")
+        scheduler.shutdown(wait=True)
 
 
 def _fail(message: str, code: int) -> NoReturn:
