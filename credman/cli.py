@@ -165,6 +165,16 @@ def init(ctx: typer.Context) -> None:
         out.print(f"database ready at {manager.database_url}")
 
 
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Upgrade the database schema to this version's (also done on every start)."""
+    from credman.storage import migrate as migrations
+
+    with _manager(ctx) as manager:
+        revision = migrations.current_revision(manager._engine)
+    out.print(f"database {manager.database_url} at schema revision {revision}")
+
+
 OAUTH_SECRET_ENV, OAUTH_SECRET_FILE = _secret_options("client-secret")
 ACCESS_ENV, ACCESS_FILE = _secret_options("access-token")
 REFRESH_ENV, REFRESH_FILE = _secret_options("refresh-token")
@@ -591,6 +601,20 @@ def serve(
             pass
         logger.info("credman serve: stopping")
         scheduler.shutdown(wait=True)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Demo folder (recreated).")] = Path(
+        ".demo"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Shorter token lifetimes.")] = False,
+) -> None:
+    """The end-to-end walkthrough: store, grant, use, refresh, expire, revoke, audit, diagrams."""
+    from credman.demo import run_demo
+
+    lifetime, watch = (1.5, 3.5) if quick else (3.0, 7.0)
+    raise typer.Exit(run_demo(directory, lifetime=lifetime, watch=watch, console=out))
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -499,22 +499,30 @@ class CredentialManager:
         force: bool = False,
         now: datetime | None = None,
         if_version: int | None = None,
+        sweep: bool = False,
     ) -> str:
         """Refresh once across threads (a lock per id) and processes (the lease).
 
-        A caller that finds another refresh in flight waits for it and uses its result
-        instead of calling the provider. Returns what happened: "refreshed", "deferred",
-        "fresh" (nothing to do) or raises RefreshFailed when the credential is left
-        without a usable token.
+        A reader that finds another refresh in flight waits for it and uses its result
+        instead of calling the provider; the sweep (``sweep``) skips it instead. Returns
+        "refreshed", "deferred" (transient failure, token still valid), "fresh" (nothing to
+        do) or "skipped"; raises RefreshFailed when no usable token is left.
         """
-        with self._flight(credential_id):
+        flight = self._flight(credential_id)
+        if not flight.acquire(blocking=not sweep):
+            return "skipped"
+        try:
             while True:
-                claim = self._claim(credential_id, principal, need, force, now, if_version)
+                claim = self._claim(credential_id, principal, need, force, now, if_version, sweep)
                 if isinstance(claim, Claim):
                     return self._call_and_commit(claim, principal, need, now)
                 if claim is None:
                     return "fresh"
+                if sweep:
+                    return "skipped"
                 time.sleep(min(0.05, max(0.0, (claim - self._now()).total_seconds())))
+        finally:
+            flight.release()
 
     def _claim(
         self,
@@ -524,11 +532,20 @@ class CredentialManager:
         force: bool,
         now: datetime | None,
         if_version: int | None,
+        sweep: bool = False,
     ) -> Claim | datetime | None:
-        """Claim the credential with a lease; None if nothing to do, a time to wait until."""
+        """Claim the credential with a lease; None if nothing to do, a time to wait until.
+
+        The sweep claims with SKIP LOCKED (PostgreSQL): a row another process is claiming
+        right now is simply not this process's work.
+        """
         with self._operation("refresh", principal, credential_id) as connection:
             act = self._act(connection, principal, credential_id, need, now)
-            row = repository.load_credential(connection, credential_id, for_update=True)
+            row = repository.load_credential(
+                connection, credential_id, for_update=True, skip_locked=sweep, missing_ok=sweep
+            )
+            if row is None:
+                return None
             if row.state == State.REFRESHING:
                 if not _lease_stale(row, act.now):
                     wait_until: datetime = min(row.lease_until, act.now + _POLL)
@@ -728,7 +745,7 @@ class CredentialManager:
             if self._expire_due(credential_id, now):
                 return "expired"
             result = self._refresh_flight(
-                credential_id, SYSTEM_PRINCIPAL, frozenset({Permission.USE}), now=now
+                credential_id, SYSTEM_PRINCIPAL, frozenset({Permission.USE}), now=now, sweep=True
             )
         except RefreshFailed:
             return "failed"

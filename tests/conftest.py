@@ -106,6 +106,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the PostgreSQL server (for tests about PostgreSQL itself)."""
+    yield from _postgres_schema_url()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A fresh SQLite database file (for tests about SQLite itself)."""
     return f"sqlite:///{tmp_path / 'credman.db'}"
