@@ -27,6 +27,7 @@ SHREDDED: Mapping[str, Any] = {
     "next_due_at": None,
     "lease_owner": None,
     "lease_until": None,
+    "probe_due_at": None,
 }
 """The material columns of a revoked credential: ciphertexts and data key destroyed."""
 

@@ -40,7 +40,7 @@ from credman.access import (
     parse_permissions,
 )
 from credman.audit import AuditEvent, AuditLog, AuditReport
-from credman.auth import CredentialAuth
+from credman.auth import CredentialAuth, apply_credential
 from credman.config import Settings
 from credman.crypto import EnvKeyProvider, KeyFileProvider, KeyProvider, Keyring
 from credman.errors import (
@@ -66,7 +66,14 @@ from credman.lifecycle import (
 )
 from credman.notify import CredentialEvent, EventKind, Hook
 from credman.oauth import request_token
-from credman.refresh import Claim, TickReport, is_refreshable, needs_refresh, still_valid
+from credman.refresh import (
+    Claim,
+    ProbeResult,
+    TickReport,
+    is_refreshable,
+    needs_refresh,
+    still_valid,
+)
 from credman.storage import engine as storage
 from credman.storage import migrate, repository
 
@@ -400,6 +407,7 @@ class CredentialManager:
                 "lease_until": None,
                 "attempts": 0,
                 "last_error": None,
+                "probe_due_at": act.now if credential.probe else None,
             }
             row = repository.load_credential(
                 connection, credential_id, for_update=True, missing_ok=True
@@ -720,22 +728,22 @@ class CredentialManager:
         now = now or self._now()
         report = TickReport(now=now)
         due = self._due(now, limit)
+        probes = self._due(now, limit, column=repository.CREDENTIALS.c.probe_due_at)
         report.due = len(due)
-        if not due:
+        if not due and not probes:
             return report
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due)))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due) + len(probes)))) as pool:
             for outcome in pool.map(lambda cid: self._maintain(cid, now), due):
                 _count(report, outcome)
+            for result in pool.map(lambda cid: self._probe_due(cid, now), probes):
+                report.probed += result is not None
+                report.probe_failures += result is not None and not result.ok
         return report
 
-    def _due(self, now: datetime, limit: int) -> builtins.list[str]:
+    def _due(self, now: datetime, limit: int, column: Any = None) -> builtins.list[str]:
         table = repository.CREDENTIALS
-        query = (
-            select(table.c.id)
-            .where(table.c.next_due_at <= now)
-            .order_by(table.c.next_due_at)
-            .limit(limit)
-        )
+        column = table.c.next_due_at if column is None else column
+        query = select(table.c.id).where(column <= now).order_by(column).limit(limit)
         with storage.read(self._engine) as connection:
             return [row.id for row in connection.execute(query)]
 
@@ -780,6 +788,82 @@ class CredentialManager:
             )
         )
         return True
+
+    # -- probes ---------------------------------------------------------------------------
+
+    def test(self, credential_id: str, *, principal: str) -> ProbeResult:
+        """Apply the credential to its probe request; record and audit the outcome.
+
+        A 401 from a refreshable credential refreshes once and tests again. The outcome is
+        kept on the credential (``info().metadata`` has the probe; ``probe_ok`` and
+        ``probe_status`` in the row) without changing its version.
+        """
+        credential_id = check_credential_id(credential_id)
+        credential = self.get(credential_id, principal=principal)
+        if credential.probe is None:
+            message = f"probe: credential {credential_id!r} has no probe to test against"
+            raise CredentialValidationError(message, fields=("probe",), credential_id=credential_id)
+        version = self.info(credential_id, principal=principal).version
+        result = self._send_probe(credential_id, credential)
+        retry = result.status == 401 and credential.refreshable
+        if retry and self._refresh_after_401(credential_id, principal, version):
+            result = self._send_probe(credential_id, self.get(credential_id, principal=principal))
+        self._record_probe(result, principal)
+        return result
+
+    def _send_probe(self, credential_id: str, credential: Credential) -> ProbeResult:
+        probe = credential.probe
+        assert probe is not None
+        request = apply_credential(self._http.build_request(probe.method, probe.url), credential)
+        started, at = time.perf_counter(), self._now()
+        try:
+            response = self._http.send(request, auth=None, follow_redirects=False)
+            response.close()
+        except httpx.HTTPError as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            return ProbeResult(credential_id, False, None, elapsed, at, type(exc).__name__)
+        elapsed = (time.perf_counter() - started) * 1000
+        ok = response.status_code in probe.expect
+        return ProbeResult(credential_id, ok, response.status_code, elapsed, at)
+
+    def _record_probe(self, result: ProbeResult, principal: str) -> None:
+        outcome = "ok" if result.ok else "failed"
+        values = {"probe_at": result.at, "probe_status": result.status, "probe_ok": result.ok}
+        with self._operation("test", principal, result.credential_id) as connection:
+            act = self._act(connection, principal, result.credential_id, {Permission.USE})
+            row = repository.load_credential(connection, result.credential_id, for_update=True)
+            values["probe_due_at"] = act.now + self._policy.probe_interval
+            repository.record_probe(connection, row.id, values)
+            self._audit_outcome(
+                act,
+                "test",
+                row.id,
+                outcome,
+                status=result.status,
+                elapsed_ms=round(result.elapsed_ms, 1),
+                error=result.error,
+            )
+        if result.ok:
+            return
+        why = str(result.status or result.error)
+        logger.warning("probe of {!r} failed: {}", row.id, why)
+        self._emit(
+            CredentialEvent(
+                kind=EventKind.PROBE_FAILED,
+                credential_id=row.id,
+                state=row.state,
+                at=result.at,
+                error_code=why,
+            )
+        )
+
+    def _probe_due(self, credential_id: str, now: datetime) -> ProbeResult | None:
+        """The sweep's periodic re-test of one credential; never raises."""
+        try:
+            return self.test(credential_id, principal=SYSTEM_PRINCIPAL)
+        except CredentialError as exc:
+            logger.info("sweep could not test {!r}: {}", credential_id, type(exc).__name__)
+            return None
 
     # -- consumers ------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -33,6 +34,7 @@ class EventKind(StrEnum):
     RECOVERED = "recovered"  # a refresh succeeded after failures
     EXPIRED = "expired"
     REVOKED = "revoked"
+    PROBE_FAILED = "probe_failed"  # the credential no longer works against its probe
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +75,7 @@ class WebhookNotifier:
         attempts: int = 3,
         timeout: float = 5.0,
         client: httpx.Client | None = None,
-        sleep: object = time.sleep,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.url = url
         self._secret = secret
@@ -101,7 +103,7 @@ class WebhookNotifier:
             if self._deliver(body, headers):
                 return
             if attempt + 1 < self._attempts:
-                self._sleep(backoff_delay(attempt, base=0.2, cap=2.0))  # type: ignore[operator]
+                self._sleep(backoff_delay(attempt, base=0.2, cap=2.0))
         logger.warning("webhook gave up on {} for {!r}", event.kind.value, event.credential_id)
 
     def _deliver(self, body: bytes, headers: dict[str, str]) -> bool:

@@ -18,6 +18,7 @@ from credman.oauth import TokenGrant, next_retry_delay
 
 __all__ = [
     "Claim",
+    "ProbeResult",
     "TickReport",
     "failure_values",
     "is_refreshable",
@@ -109,6 +110,18 @@ class Claim:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of testing a credential against its probe."""
+
+    credential_id: str
+    ok: bool
+    status: int | None
+    elapsed_ms: float
+    at: datetime
+    error: str | None = None
+
+
 @dataclass(slots=True)
 class TickReport:
     """What one sweep did."""
@@ -120,4 +133,6 @@ class TickReport:
     failed: int = 0
     recovered_leases: int = 0
     skipped: int = 0
+    probed: int = 0
+    probe_failures: int = 0
     errors: list[str] = field(default_factory=list)

@@ -12,6 +12,7 @@ from credman.lifecycle.types import (
     Credential,
     JWTBearer,
     OAuth2,
+    Probe,
     credential_from_parts,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "JWTBearer",
     "OAuth2",
     "Permission",
+    "Probe",
     "RefreshPolicy",
     "State",
     "Subject",

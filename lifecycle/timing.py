@@ -23,6 +23,8 @@ class RefreshPolicy:
     tokens expiring together do not reach the provider in the same second."""
     default_lifetime: timedelta = timedelta(hours=1)
     """A token without ``expires_in`` is checked again after this long, never forgotten."""
+    probe_interval: timedelta = timedelta(hours=6)
+    """Credentials with a probe are re-tested this often, so a silently revoked key shows."""
     lease: timedelta = timedelta(seconds=45)
     """How long a refresher holds a credential before others may take it back."""
     timeout: float = 10.0

@@ -39,6 +39,7 @@ __all__ = [
     "Credential",
     "JWTBearer",
     "OAuth2",
+    "Probe",
     "credential_from_parts",
 ]
 
@@ -102,8 +103,27 @@ Lifetime = Annotated[int, Field(gt=0, le=int(MAX_LIFETIME.total_seconds()))]
 TokenUrl = Annotated[Text, AfterValidator(_token_url)]
 
 
+class Probe(BaseModel):
+    """A request that shows whether a credential still works: method, URL, expected statuses."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    url: TokenUrl
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    expect: tuple[Annotated[int, Field(ge=100, le=599)], ...] = (200,)
+
+    @model_validator(mode="after")
+    def _expects_something(self) -> Self:
+        if not self.expect:
+            raise ValueError("expect: give at least one status code")
+        return self
+
+
 class Credential(BaseModel):
-    """Base of the credential types: frozen, strict about unknown fields, secrets masked."""
+    """Base of the credential types: frozen, strict about unknown fields, secrets masked.
+
+    Every type may carry a :class:`Probe` (``mgr.test()`` applies the credential to it).
+    """
 
     model_config = ConfigDict(
         frozen=True,
@@ -115,6 +135,8 @@ class Credential(BaseModel):
 
     kind: ClassVar[str] = ""
     secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    probe: Probe | None = None
 
     def __init__(self, /, **data: Any) -> None:
         try:

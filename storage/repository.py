@@ -25,6 +25,7 @@ __all__ = [
     "insert_credential",
     "iter_credentials",
     "load_credential",
+    "record_probe",
     "update_credential",
 ]
 
@@ -75,6 +76,13 @@ def update_credential(
             credential_id=credential_id,
         )
     return version
+
+
+def record_probe(connection: Connection, credential_id: str, values: dict[str, Any]) -> None:
+    """Write a probe outcome; not a change of material or state, so the version stays."""
+    connection.execute(
+        update(CREDENTIALS).where(CREDENTIALS.c.id == credential_id).values(**values)
+    )
 
 
 def append_history(

@@ -19,7 +19,10 @@ class CredentialRow(SQLModel, table=True):
     """One credential: lifecycle state, sealed secret fields, non-secret metadata, timers."""
 
     __tablename__ = "credential"
-    __table_args__ = (Index("ix_credential_next_due_at", "next_due_at"),)
+    __table_args__ = (
+        Index("ix_credential_next_due_at", "next_due_at"),
+        Index("ix_credential_probe_due_at", "probe_due_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=128)
     type: str = Field(max_length=32)
@@ -36,6 +39,10 @@ class CredentialRow(SQLModel, table=True):
     lease_until: datetime | None = None
     attempts: int = 0
     last_error: str | None = Field(default=None, max_length=256)
+    probe_at: datetime | None = None
+    probe_status: int | None = None
+    probe_ok: bool | None = None
+    probe_due_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
 
