@@ -559,6 +559,22 @@ def _token_of(credential: Credential) -> str | None:
     return None
 
 
+@app.command("test")
+def test_credential(
+    ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")]
+) -> None:
+    """Apply the credential to its probe request; exit 1 if it does not work."""
+    with _manager(ctx) as manager:
+        result = manager.test(credential_id, principal=_options(ctx).principal)
+    verdict = "works" if result.ok else "FAILS"
+    out.print(
+        f"{credential_id!r} {verdict}: HTTP {result.status or result.error} "
+        f"in {result.elapsed_ms:.0f} ms"
+    )
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 @app.command()
 def refresh(
     ctx: typer.Context,
