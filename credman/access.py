@@ -5,6 +5,11 @@ Default deny. A principal may do an operation on a credential only when it is an
 permissions include the one needed (``admin`` in a grant includes all). The scheduler acts
 as the reserved ``system:scheduler`` principal, which may only do what the lifecycle does
 on its own (refresh, expire, recover leases); user principals cannot take that name.
+
+Rights over every credential at once (the audit trail, the list of grants) are asked for
+with the pseudo-id ``*`` (not a valid credential id). Only a grant on the pattern ``*``
+itself covers it: a pattern that merely matches the text ``*`` (``?``, ``[*]``, ``[!a]``)
+was meant for some credentials, not for all of them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from credman.lifecycle import Permission
 from credman.storage.tables import GrantRow
 
 __all__ = [
+    "EVERY_CREDENTIAL",
     "SYSTEM_PRINCIPAL",
     "AccessPolicy",
     "Grant",
@@ -32,6 +38,7 @@ __all__ = [
 ]
 
 SYSTEM_PRINCIPAL = "system:scheduler"
+EVERY_CREDENTIAL = "*"
 _SYSTEM_MAY = frozenset({Permission.USE})
 _GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
 _PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
@@ -105,7 +112,7 @@ class AccessPolicy:
             return _SYSTEM_MAY
         held: set[Permission] = set()
         for grant in self._rows(connection, principal):
-            if fnmatchcase(credential_id, grant.pattern):
+            if _covers(grant.pattern, credential_id):
                 held |= _expand(grant.permissions)
         return frozenset(held)
 
@@ -120,7 +127,7 @@ class AccessPolicy:
         if principal in self.admins:
             return True
         return any(
-            grant.pattern == "*" and Permission.ADMIN in grant.permissions
+            grant.pattern == EVERY_CREDENTIAL and Permission.ADMIN in grant.permissions
             for grant in self._rows(connection, principal)
         )
 
@@ -172,6 +179,12 @@ class AccessPolicy:
     def _rows(self, connection: Connection, principal: str) -> list[Grant]:
         query = select(_GRANTS).where(_GRANTS.c.principal == principal)
         return [_grant(row) for row in connection.execute(query)]
+
+
+def _covers(pattern: str, credential_id: str) -> bool:
+    if credential_id == EVERY_CREDENTIAL:
+        return pattern == EVERY_CREDENTIAL
+    return fnmatchcase(credential_id, pattern)
 
 
 def _expand(permissions: frozenset[Permission]) -> frozenset[Permission]:

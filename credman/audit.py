@@ -144,11 +144,18 @@ class AuditLog:
             for row in _stream(connection, batch):
                 problem = self._problem(row, previous, expected_seq)
                 if problem:
-                    return AuditReport(False, checked, head_seq, head_hash, row.seq, problem)
+                    # a missing row is named by the number it should have had
+                    bad = min(row.seq, expected_seq)
+                    return AuditReport(False, checked, head_seq, head_hash, bad, problem)
                 previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
-        if (head_seq, head_hash) != (expected_seq - 1, previous):
-            problem = f"chain ends at {expected_seq - 1} but the head says {head_seq}"
-            return AuditReport(False, checked, head_seq, head_hash, expected_seq, problem)
+        last = expected_seq - 1
+        if head_seq != last:
+            problem = f"the chain ends at row {last} but the head says row {head_seq}"
+            bad = min(head_seq, last) + 1
+            return AuditReport(False, checked, head_seq, head_hash, bad, problem)
+        if head_hash != previous:
+            problem = f"the head's hash does not match row {last}"
+            return AuditReport(False, checked, head_seq, head_hash, last, problem)
         return AuditReport(True, checked, head_seq, head_hash)
 
     def _problem(self, row: Any, previous: str, expected_seq: int) -> str | None:
@@ -187,15 +194,12 @@ class AuditLog:
 
 
 def _stream(connection: Connection, batch: int) -> Iterator[Any]:
-    last = 0
-    while True:
-        rows = connection.execute(
-            select(_EVENTS).where(_EVENTS.c.seq > last).order_by(_EVENTS.c.seq).limit(batch)
-        ).all()
-        if not rows:
-            return
+    """Every row in sequence order, including any an attacker numbered 0 or below."""
+    query = select(_EVENTS).order_by(_EVENTS.c.seq).limit(batch)
+    rows = connection.execute(query).all()
+    while rows:
         yield from rows
-        last = rows[-1].seq
+        rows = connection.execute(query.where(_EVENTS.c.seq > rows[-1].seq)).all()
 
 
 def _event(row: Any) -> AuditEvent:

@@ -33,6 +33,7 @@ from credman.errors import (
     KeyringError,
 )
 from credman.lifecycle import ApiKey, BasicAuth, BearerToken, Credential, JWTBearer, OAuth2
+from credman.logs import configure_logging
 from credman.manager import CredentialInfo, CredentialManager
 
 __all__ = ["app", "main"]
@@ -98,7 +99,7 @@ def _global(
     """Credential manager for integration services."""
     ctx.obj = Options(database_url, key_file, principal)
     if verbose:
-        logger.enable("credman")
+        configure_logging(level="DEBUG")
     else:
         logger.remove()
 
@@ -600,9 +601,7 @@ def serve(
     """Run the scheduler daemon in the foreground until SIGINT/SIGTERM: keeps tokens fresh."""
     from credman.scheduler import CredentialScheduler
 
-    logger.enable("credman")
-    logger.remove()
-    logger.add(sys.stderr, level="INFO", format="{time:YYYY-MM-DDTHH:mm:ss} {level} {message}")
+    configure_logging(level="INFO")
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())

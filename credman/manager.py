@@ -209,6 +209,7 @@ class CredentialManager:
         self._http = http_client or httpx.Client(follow_redirects=False)
         self._owns_http = http_client is None
         self._flights: dict[str, threading.Lock] = {}
+        self._sweeping = threading.local()
         self._flights_lock = threading.Lock()
         self._engine = storage.make_engine(settings.database_url, synchronous=synchronous)
         self.database_url = make_url(settings.database_url).render_as_string(hide_password=True)
@@ -266,8 +267,8 @@ class CredentialManager:
         self, action: str, principal: str, credential_id: str | None, *, writes: bool = True
     ) -> Iterator[Connection]:
         """One transaction; a CredentialError inside is audited as denied/failed, then raised."""
-        if principal != SYSTEM_PRINCIPAL:
-            check_principal(principal)
+        if not (principal == SYSTEM_PRINCIPAL and getattr(self._sweeping, "active", False)):
+            check_principal(principal)  # the system principal exists only inside the sweep
         transaction = storage.write if writes else storage.read
         try:
             with transaction(self._engine) as connection:
@@ -747,8 +748,21 @@ class CredentialManager:
         with storage.read(self._engine) as connection:
             return [row.id for row in connection.execute(query)]
 
+    @contextmanager
+    def _as_system(self) -> Iterator[None]:
+        """Let this thread act as the system principal (the sweep's work only)."""
+        self._sweeping.active = True
+        try:
+            yield
+        finally:
+            self._sweeping.active = False
+
     def _maintain(self, credential_id: str, now: datetime) -> str:
         """One due credential: refresh, expire or recover; never raises."""
+        with self._as_system():
+            return self._maintain_as_system(credential_id, now)
+
+    def _maintain_as_system(self, credential_id: str, now: datetime) -> str:
         try:
             if self._expire_due(credential_id, now):
                 return "expired"
@@ -860,7 +874,8 @@ class CredentialManager:
     def _probe_due(self, credential_id: str, now: datetime) -> ProbeResult | None:
         """The sweep's periodic re-test of one credential; never raises."""
         try:
-            return self.test(credential_id, principal=SYSTEM_PRINCIPAL)
+            with self._as_system():
+                return self.test(credential_id, principal=SYSTEM_PRINCIPAL)
         except CredentialError as exc:
             logger.info("sweep could not test {!r}: {}", credential_id, type(exc).__name__)
             return None
