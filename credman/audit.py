@@ -136,9 +136,17 @@ class AuditLog:
             row = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
         return row.seq, row.hash
 
-    def verify(self, engine: Engine, *, batch: int = 5000) -> AuditReport:
-        """Recompute the chain from the start; report the first row that does not fit."""
+    def verify(
+        self, engine: Engine, *, batch: int = 5000, anchor: tuple[int, str] | None = None
+    ) -> AuditReport:
+        """Recompute the chain from the start; report the first row that does not fit.
+
+        ``anchor`` is a (seq, hash) head exported earlier (``credman audit head``) and kept
+        outside the database: the chain must still contain that row with that hash, which
+        catches a rewrite of the newest rows together with the head.
+        """
         previous, expected_seq, checked = GENESIS, 1, 0
+        anchored = anchor is None
         with read(engine) as connection:
             head_seq, head_hash = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
             for row in _stream(connection, batch):
@@ -147,7 +155,11 @@ class AuditLog:
                     # a missing row is named by the number it should have had
                     bad = min(row.seq, expected_seq)
                     return AuditReport(False, checked, head_seq, head_hash, bad, problem)
+                anchored = anchored or (row.seq, row.hash) == anchor
                 previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+        if not anchored and anchor is not None:
+            problem = f"the anchored row {anchor[0]} is missing or differs (history rewritten)"
+            return AuditReport(False, checked, head_seq, head_hash, anchor[0], problem)
         last = expected_seq - 1
         if head_seq != last:
             problem = f"the chain ends at row {last} but the head says row {head_seq}"

@@ -456,16 +456,28 @@ def grants(
 
 
 @audit_app.command("verify")
-def audit_verify(ctx: typer.Context) -> None:
+def audit_verify(
+    ctx: typer.Context,
+    anchor: Annotated[
+        str | None, typer.Option(help="A head kept elsewhere, SEQ:HASH, that must still be there.")
+    ] = None,
+) -> None:
     """Recompute the hash chain; exit 1 naming the first bad row if it is broken."""
     with _manager(ctx) as manager:
-        report = manager.verify_audit()
+        report = manager.verify_audit(_anchor(anchor) if anchor else None)
     if not report.ok:
         err.print(f"audit chain BROKEN at row {report.first_bad_seq}: {report.problem}")
         raise typer.Exit(1)
     out.print(
         f"audit chain ok: {report.rows_checked} rows, head {report.head_seq}:{report.head_hash}"
     )
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        raise CredentialValidationError("anchor: SEQ:HASH as printed by 'credman audit head'")
+    return int(seq), digest
 
 
 @audit_app.command("head")

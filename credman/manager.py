@@ -1011,10 +1011,13 @@ class CredentialManager:
 
     # -- audit ----------------------------------------------------------------------------
 
-    def verify_audit(self) -> AuditReport:
-        """Recompute the audit chain; the report names the first bad row."""
+    def verify_audit(self, anchor: tuple[int, str] | None = None) -> AuditReport:
+        """Recompute the audit chain; the report names the first bad row.
+
+        Pass an ``anchor`` (a head exported earlier) to detect a rewrite of the newest rows.
+        """
         try:
-            return self._audit.verify(self._engine)
+            return self._audit.verify(self._engine, anchor=anchor)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read the audit trail: {type(exc).__name__}") from None
 

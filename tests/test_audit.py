@@ -380,3 +380,27 @@ def test_an_ungrant_does_not_happen_without_its_audit_row(
     with pytest.raises(CredentialError):
         manager.revoke_grant("bob", "c", principal="admin")
     assert "pw" == manager.get("c", principal="bob").password.reveal()  # type: ignore[attr-defined]
+
+
+def test_anchor_catches_a_rewritten_tail(sqlite_url: str, key_file: Path) -> None:
+    """Rows deleted after an exported head, with the head rewritten to match, fail the anchor."""
+    manager = CredentialManager(sqlite_url, str(key_file))
+    manager.store("c", BasicAuth(username="u", password="p"), principal="admin")
+    manager.get("c", principal="admin")
+    anchor = manager.audit_head()
+    manager.get("c", principal="admin")
+    engine = create_engine(sqlite_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER audit_event_no_delete"))
+        connection.execute(text(f"DELETE FROM audit_event WHERE seq >= {anchor[0]}"))
+        previous = connection.execute(
+            text(f"SELECT hash FROM audit_event WHERE seq = {anchor[0] - 1}")
+        ).scalar()
+        connection.execute(
+            text(f"UPDATE audit_head SET seq = {anchor[0] - 1}, hash = '{previous}'")
+        )
+    engine.dispose()
+    assert manager.verify_audit().ok
+    report = manager.verify_audit(anchor)
+    assert (False, anchor[0]) == (report.ok, report.first_bad_seq)
+    manager.close()
