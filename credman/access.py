@@ -21,7 +21,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from credman.errors import CredentialValidationError
 from credman.lifecycle import Permission
@@ -41,6 +41,7 @@ SYSTEM_PRINCIPAL = "system:scheduler"
 EVERY_CREDENTIAL = "*"
 _SYSTEM_MAY = frozenset({Permission.USE})
 _GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
+_OF_PRINCIPAL = select(_GRANTS).where(_GRANTS.c.principal == bindparam("b"))  # built once
 _PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
 _PATTERN = re.compile(r"[A-Za-z0-9*?\[\]][A-Za-z0-9._:@/*?\[\]!-]{0,127}")
 
@@ -177,8 +178,7 @@ class AccessPolicy:
         return bool(result.rowcount)
 
     def _rows(self, connection: Connection, principal: str) -> list[Grant]:
-        query = select(_GRANTS).where(_GRANTS.c.principal == principal)
-        return [_grant(row) for row in connection.execute(query)]
+        return [_grant(row) for row in connection.execute(_OF_PRINCIPAL, {"b": principal})]
 
 
 def _covers(pattern: str, credential_id: str) -> bool:

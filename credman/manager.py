@@ -729,24 +729,30 @@ class CredentialManager:
         now = now or self._now()
         report = TickReport(now=now)
         due = self._due(now, limit)
-        probes = self._due(now, limit, column=repository.CREDENTIALS.c.probe_due_at)
+        probes = [row.id for row in self._due(now, limit, repository.CREDENTIALS.c.probe_due_at)]
         report.due = len(due)
         if not due and not probes:
             return report
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due) + len(probes)))) as pool:
-            for outcome in pool.map(lambda cid: self._maintain(cid, now), due):
+            for outcome in pool.map(lambda row: self._maintain(row, now), due):
                 _count(report, outcome)
             for result in pool.map(lambda cid: self._probe_due(cid, now), probes):
                 report.probed += result is not None
                 report.probe_failures += result is not None and not result.ok
         return report
 
-    def _due(self, now: datetime, limit: int, column: Any = None) -> builtins.list[str]:
+    def _due(self, now: datetime, limit: int, column: Any = None) -> builtins.list[Any]:
+        """Due rows, earliest first, with what it takes to tell refresh from expiry."""
         table = repository.CREDENTIALS
         column = table.c.next_due_at if column is None else column
-        query = select(table.c.id).where(column <= now).order_by(column).limit(limit)
+        query = (
+            select(table.c.id, table.c.type, table.c.public, table.c.sealed)
+            .where(column <= now)
+            .order_by(column)
+            .limit(limit)
+        )
         with storage.read(self._engine) as connection:
-            return [row.id for row in connection.execute(query)]
+            return list(connection.execute(query))
 
     @contextmanager
     def _as_system(self) -> Iterator[None]:
@@ -757,15 +763,15 @@ class CredentialManager:
         finally:
             self._sweeping.active = False
 
-    def _maintain(self, credential_id: str, now: datetime) -> str:
+    def _maintain(self, due: Any, now: datetime) -> str:
         """One due credential: refresh, expire or recover; never raises."""
         with self._as_system():
-            return self._maintain_as_system(credential_id, now)
+            return self._maintain_as_system(due.id, is_refreshable(due), now)
 
-    def _maintain_as_system(self, credential_id: str, now: datetime) -> str:
+    def _maintain_as_system(self, credential_id: str, refreshable: bool, now: datetime) -> str:
         try:
-            if self._expire_due(credential_id, now):
-                return "expired"
+            if not refreshable:
+                return "expired" if self._expire_due(credential_id, now) else "skipped"
             result = self._refresh_flight(
                 credential_id, SYSTEM_PRINCIPAL, frozenset({Permission.USE}), now=now, sweep=True
             )

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from credman.errors import ConcurrentUpdate, NotFound
 from credman.storage.tables import CredentialRow, HistoryRow
@@ -33,6 +33,22 @@ CREDENTIALS = CredentialRow.__table__  # type: ignore[attr-defined]
 HISTORY = HistoryRow.__table__  # type: ignore[attr-defined]
 
 
+# Statements are built once: constructing a Core statement per call cost more than the
+# SQLite work itself in the profile of ``get`` (see the README's benchmark notes).
+_BY_ID = select(CREDENTIALS).where(CREDENTIALS.c.id == bindparam("b_id"))
+_LOAD = {
+    (False, False): _BY_ID,
+    (True, False): _BY_ID.with_for_update(),
+    (True, True): _BY_ID.with_for_update(skip_locked=True),
+}
+_INSERT = insert(CREDENTIALS)
+_UPDATE_IF_VERSION = update(CREDENTIALS).where(
+    CREDENTIALS.c.id == bindparam("b_id"), CREDENTIALS.c.version == bindparam("b_version")
+)
+_UPDATE = update(CREDENTIALS).where(CREDENTIALS.c.id == bindparam("b_id"))
+_APPEND_HISTORY = insert(HISTORY)
+
+
 def load_credential(
     connection: Connection,
     credential_id: str,
@@ -46,10 +62,8 @@ def load_credential(
     ``skip_locked`` (PostgreSQL) gives None instead of waiting when another transaction
     holds the row, so a sweep moves on to the next due credential.
     """
-    query = select(CREDENTIALS).where(CREDENTIALS.c.id == credential_id)
-    if for_update or skip_locked:
-        query = query.with_for_update(skip_locked=skip_locked)
-    row = connection.execute(query).one_or_none()
+    query = _LOAD[(for_update or skip_locked, skip_locked)]
+    row = connection.execute(query, {"b_id": credential_id}).one_or_none()
     if row is None and not missing_ok:
         raise NotFound(f"no credential {credential_id!r}", credential_id=credential_id)
     return row
@@ -57,7 +71,7 @@ def load_credential(
 
 def insert_credential(connection: Connection, values: dict[str, Any]) -> None:
     """Insert a new credential row."""
-    connection.execute(insert(CREDENTIALS).values(**values))
+    connection.execute(_INSERT, values)
 
 
 def update_credential(
@@ -65,11 +79,13 @@ def update_credential(
 ) -> int:
     """Write ``values`` and bump the version by one, only if it is still ``expected_version``."""
     version = expected_version + 1
-    result = connection.execute(
-        update(CREDENTIALS)
-        .where(CREDENTIALS.c.id == credential_id, CREDENTIALS.c.version == expected_version)
-        .values(**values, version=version)
-    )
+    parameters = {
+        **values,
+        "version": version,
+        "b_id": credential_id,
+        "b_version": expected_version,
+    }
+    result = connection.execute(_UPDATE_IF_VERSION, parameters)
     if result.rowcount != 1:
         raise ConcurrentUpdate(
             f"credential {credential_id!r} changed concurrently; retry",
@@ -80,9 +96,7 @@ def update_credential(
 
 def record_probe(connection: Connection, credential_id: str, values: dict[str, Any]) -> None:
     """Write a probe outcome; not a change of material or state, so the version stays."""
-    connection.execute(
-        update(CREDENTIALS).where(CREDENTIALS.c.id == credential_id).values(**values)
-    )
+    connection.execute(_UPDATE, {**values, "b_id": credential_id})
 
 
 def append_history(
@@ -99,16 +113,17 @@ def append_history(
 ) -> None:
     """Record one fired transition."""
     connection.execute(
-        insert(HISTORY).values(
-            credential_id=credential_id,
-            from_state=from_state,
-            to_state=to_state,
-            trigger=trigger,
-            principal=principal,
-            reason=reason,
-            at=at,
-            version=version,
-        )
+        _APPEND_HISTORY,
+        {
+            "credential_id": credential_id,
+            "from_state": from_state,
+            "to_state": to_state,
+            "trigger": trigger,
+            "principal": principal,
+            "reason": reason,
+            "at": at,
+            "version": version,
+        },
     )
 
 
