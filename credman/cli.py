@@ -100,8 +100,6 @@ def _global(
     ctx.obj = Options(database_url, key_file, principal)
     if verbose:
         configure_logging(level="DEBUG")
-    else:
-        logger.remove()
 
 
 # -- secrets from env, file or stdin -----------------------------------------------------
@@ -128,8 +126,8 @@ def read_secret(name: str, env: str | None, file: str | None, *, required: bool)
 def _read_file(name: str, file: str) -> str:
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not readable UTF-8 text"
         raise CredentialValidationError(f"{name}: cannot read {file}: {reason}") from None
     return text.removesuffix("\n").removesuffix("\r")
 
@@ -655,5 +653,7 @@ def main() -> None:
         app()
     except CredentialError as exc:
         _fail(str(exc), 1)
+    except OSError as exc:  # e.g. an output folder that cannot be written
+        _fail(f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}", 1)
     except Exception as exc:  # never a traceback: it could carry secrets in locals
         _fail(f"internal error ({type(exc).__name__}); run with -v for logs", 2)

@@ -98,11 +98,32 @@ def check_credential_id(credential_id: object) -> str:
 
 
 def _check_reason(reason: str | None) -> str | None:
-    if reason is not None and (not isinstance(reason, str) or len(reason) > _MAX_REASON):
+    if reason is not None and not (
+        isinstance(reason, str) and len(reason) <= _MAX_REASON and _is_text(reason)
+    ):
         raise CredentialValidationError(
-            f"reason: text of at most {_MAX_REASON} characters", fields=("reason",)
+            f"reason: UTF-8 text of at most {_MAX_REASON} characters", fields=("reason",)
         )
     return reason
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
+
+
+_MAX_AUDIT_LIMIT = 100_000
+
+
+def _check_state(state: State | str) -> str:
+    try:
+        return State(state).value
+    except ValueError:
+        names = ", ".join(s.value for s in State)
+        raise CredentialValidationError(f"state: one of {names}", fields=("state",)) from None
 
 
 def _utcnow() -> datetime:
@@ -460,32 +481,37 @@ class CredentialManager:
         raise CredentialUnusable(credential_id, "busy", message)
 
     def _read(self, credential_id: str, principal: str) -> Credential | None:
-        """One audited read; None when a refresh must come first."""
-        expired = False
+        """One audited read; None when a refresh must come first.
+
+        Material past its expiry is never handed out: the credential moves to EXPIRED
+        (keeping a pending retry time, if a refresh is backing off) and the read fails.
+        """
         with self._operation("read", principal, credential_id) as connection:
             act = self._act(connection, principal, credential_id, {Permission.USE})
             row = repository.load_credential(connection, credential_id, for_update=True)
             if _wants_refresh(row, act.now):
                 return None
             _ensure_usable(row, act.now)
-            expired = _past_expiry(row, act.now) and not is_refreshable(row)
+            expired = _past_expiry(row, act.now)
             if expired:
-                version = self._change(act, row, "expire", {"next_due_at": None})
+                retrying = is_refreshable(row)
+                values = {} if retrying else {"next_due_at": None}
+                version = self._change(act, row, "expire", values)
                 self._audit_ok(act, "expire", credential_id, version=version)
             else:
                 credential = self._open(row)
                 self._audit_ok(act, "read", credential_id, version=row.version)
-        if expired:  # raised after the commit, so the expiry stays recorded
-            self._emit(
-                CredentialEvent(
-                    kind=EventKind.EXPIRED,
-                    credential_id=credential_id,
-                    state=State.EXPIRED,
-                    at=act.now,
-                )
+        if not expired:
+            return credential
+        # raised after the commit, so the expiry stays recorded
+        self._emit(
+            CredentialEvent(
+                kind=EventKind.EXPIRED, credential_id=credential_id, state=State.EXPIRED, at=act.now
             )
-            raise CredentialUnusable(credential_id, State.EXPIRED, "its material has expired")
-        return credential
+        )
+        if retrying:
+            raise _refresh_failing(row)
+        raise CredentialUnusable(credential_id, State.EXPIRED, "its material has expired")
 
     # -- refresh: claim -> call -> commit ---------------------------------------------------
 
@@ -568,12 +594,9 @@ class CredentialManager:
                 raise InvalidTransition(credential_id, row.state, "start_refresh", "refreshable")
             owner = uuid.uuid4().hex
             lease_until = act.now + self._policy.lease
-            self._change(
-                act,
-                row,
-                "start_refresh",
-                {"lease_owner": owner, "lease_until": lease_until, "next_due_at": lease_until},
-            )
+            lease = {"lease_owner": owner, "lease_until": lease_until, "next_due_at": lease_until}
+            version = self._change(act, row, "start_refresh", lease)
+            self._audit_ok(act, "refresh_started", credential_id, version=version)
             return Claim(credential_id, owner, credential, row.attempts)
 
     def _should_refresh(self, row: Any, now: datetime, force: bool, if_version: int | None) -> bool:
@@ -930,7 +953,7 @@ class CredentialManager:
         self, *, principal: str, state: State | str | None = None
     ) -> builtins.list[CredentialInfo]:
         """The credentials ``principal`` may see (use, manage or audit), by id."""
-        wanted = State(state).value if state is not None else None
+        wanted = _check_state(state) if state is not None else None
         with self._operation("list", principal, None, writes=False) as connection:
             return [
                 _info(row)
@@ -1011,6 +1034,8 @@ class CredentialManager:
 
     def grants(self, *, principal: str, grantee: str | None = None) -> builtins.list[Grant]:
         """The grants in force (needs ``audit`` on ``*``)."""
+        if grantee is not None:
+            check_principal(grantee)
         with self._operation("grants", principal, None, writes=False) as connection:
             self._act(connection, principal, "*", _AUDIT)
             return self._access.grants(connection, grantee)
@@ -1041,15 +1066,25 @@ class CredentialManager:
         credential_id: str | None = None,
     ) -> builtins.list[AuditEvent]:
         """The newest audit events (needs ``audit`` on ``*``), oldest first."""
+        if not isinstance(limit, int) or not 1 <= limit <= _MAX_AUDIT_LIMIT:
+            message = f"limit: a whole number from 1 to {_MAX_AUDIT_LIMIT}"
+            raise CredentialValidationError(message, fields=("limit",))
+        if subject is not None:
+            check_principal(subject)
+        if credential_id is not None:
+            check_credential_id(credential_id)
         with self._operation("audit_read", principal, None, writes=False) as connection:
             self._act(connection, principal, "*", _AUDIT)
-        return self._audit.events(
-            self._engine,
-            limit=limit,
-            principal=subject,
-            outcome=outcome,
-            credential_id=credential_id,
-        )
+        try:
+            return self._audit.events(
+                self._engine,
+                limit=limit,
+                principal=subject,
+                outcome=outcome,
+                credential_id=credential_id,
+            )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot read the audit trail: {type(exc).__name__}") from None
 
 
 _POLL = timedelta(milliseconds=50)
@@ -1085,9 +1120,14 @@ def _ensure_usable(row: Any, now: datetime) -> None:
         raise CredentialUnusable(row.id, State.EXPIRED, "re-authorise it by storing new material")
     if row.next_due_at is None:
         raise _reauthorisation_required(row)
-    raise RefreshFailed(
-        f"credential {row.id!r} is EXPIRED and its refresh is failing ({row.last_error}); "
-        f"next attempt at {row.next_due_at.isoformat(timespec='seconds')}",
+    raise _refresh_failing(row)
+
+
+def _refresh_failing(row: Any) -> RefreshFailed:
+    retry = row.next_due_at.isoformat(timespec="seconds") if row.next_due_at else "unknown"
+    return RefreshFailed(
+        f"credential {row.id!r} has expired and its refresh is failing ({row.last_error}); "
+        f"next attempt at {retry}",
         permanent=False,
         credential_id=row.id,
         error_code=row.last_error,

@@ -59,21 +59,32 @@ def _to_secret(value: object) -> Secret:
         raise ValueError(f"must be at most {MAX_SECRET_LENGTH} characters")
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
-    return Secret(value)
+    return Secret(_utf8(value))
 
 
 def _mentions_secret(annotation: object) -> bool:
     return annotation is Secret or any(_mentions_secret(arg) for arg in get_args(annotation))
 
 
+def _utf8(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be UTF-8 text") from None
+    return value
+
+
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range in UTC") from None
 
 
 def _non_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
-    return value
+    return _utf8(value)
 
 
 def _token_url(value: str) -> str:
