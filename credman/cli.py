@@ -24,6 +24,7 @@ from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
+from credman.cli_keys import keys_app
 from credman.config import Settings
 from credman.crypto import KeyFileProvider
 from credman.errors import (
@@ -49,6 +50,7 @@ add_app = typer.Typer(help="Store a credential (secrets from env vars, files or 
 audit_app = typer.Typer(help="The tamper-evident audit trail.")
 app.add_typer(add_app, name="add")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

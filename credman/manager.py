@@ -30,7 +30,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from credman import _material, refresh
+from credman import _material, keys, refresh
 from credman.access import (
     SYSTEM_PRINCIPAL,
     AccessPolicy,
@@ -421,7 +421,8 @@ class CredentialManager:
         with self._operation("store", principal, credential_id) as connection:
             act = self._act(connection, principal, credential_id, {Permission.MANAGE})
             credential = credential.resolved(act.now)
-            values = _material.seal(self._keyring, credential_id, credential) | {
+            keyring = keys.keyring_for_write(self, connection)
+            values = _material.seal(keyring, credential_id, credential) | {
                 "expires_at": credential.expires_at_or_none,
                 "material_at": act.now,
                 "next_due_at": next_due_at(credential, act.now, self._policy, refresh.jitter()),
@@ -666,7 +667,8 @@ class CredentialManager:
         self, act: _Act, row: Any, claim: Claim, grant: Any
     ) -> tuple[str, list[CredentialEvent]]:
         credential = refresh.merged(claim.credential, grant, act.now)
-        values = _material.seal(self._keyring, row.id, credential) | {
+        keyring = keys.keyring_for_write(self, act.connection)
+        values = _material.seal(keyring, row.id, credential) | {
             "expires_at": credential.expires_at_or_none,
             "material_at": act.now,
             "next_due_at": next_due_at(credential, act.now, self._policy, refresh.jitter()),
@@ -973,6 +975,7 @@ class CredentialManager:
             version = self._change(act, row, "revoke", _material.SHREDDED, reason=reason)
             self._audit_ok(act, "revoke", credential_id, version=version)
             info = _info(repository.load_credential(connection, credential_id))
+        storage.checkpoint(self._engine)  # SQLite: no copy of the old pages stays in the WAL
         logger.info("revoked {!r}", credential_id)
         self._emit(
             CredentialEvent(
@@ -1039,6 +1042,36 @@ class CredentialManager:
         with self._operation("grants", principal, None, writes=False) as connection:
             self._act(connection, principal, "*", _AUDIT)
             return self._access.grants(connection, grantee)
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def rotate_keys(
+        self,
+        *,
+        principal: str,
+        batch_size: int = keys.DEFAULT_BATCH_SIZE,
+        progress: keys.Progress | None = None,
+    ) -> keys.RotationReport:
+        """Add a new primary key version and re-wrap every data key under it (admin)."""
+        return keys.rotate_keys(self, principal=principal, batch_size=batch_size, progress=progress)
+
+    def rewrap_keys(
+        self,
+        *,
+        principal: str,
+        batch_size: int = keys.DEFAULT_BATCH_SIZE,
+        progress: keys.Progress | None = None,
+    ) -> keys.RewrapReport:
+        """Re-wrap data keys not yet on the primary; finishes an interrupted rotation (admin)."""
+        return keys.rewrap(self, principal=principal, batch_size=batch_size, progress=progress)
+
+    def key_status(self, *, principal: str) -> keys.KeyStatus:
+        """Key versions, the primary, and how many credentials each protects (admin)."""
+        return keys.key_status(self, principal=principal)
+
+    def retire_key(self, version: int, *, principal: str) -> tuple[int, ...]:
+        """Remove a key version for good; refused while any row uses it (admin)."""
+        return keys.retire_key(self, version, principal=principal)
 
     # -- audit ----------------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ Providers implement :class:`KeyProvider`. The key file (default) is JSON, create
 and refused when group or others may read it; it is rewritten atomically under a lock so
 processes sharing it see each other's rotations. ``EnvKeyProvider`` reads a read-only ring
 from an environment variable; :class:`KmsKeyProvider` shows where a cloud KMS plugs in.
+The file and KMS providers remember the last ring they decoded and return it again while
+the stored bytes are unchanged, so a caller may reload before every write for the price
+of one small read (and no KMS call).
 """
 
 from __future__ import annotations
@@ -177,6 +180,7 @@ class KeyFileProvider:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._last: tuple[bytes, Keyring] | None = None
 
     def __repr__(self) -> str:
         return f"KeyFileProvider({str(self.path)!r})"
@@ -216,7 +220,9 @@ class KeyFileProvider:
             raw = self.path.read_bytes()
         except OSError as exc:
             raise KeyringError(f"cannot read key file {self.path}: {exc.strerror}") from None
-        return _decode(raw, f"key file {self.path}")
+        if self._last is None or self._last[0] != raw:
+            self._last = raw, _decode(raw, f"key file {self.path}")
+        return self._last[1]
 
     def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
         """Apply ``change`` under an exclusive lock; the file is replaced atomically."""
@@ -289,13 +295,17 @@ class KmsKeyProvider:
         write: Callable[[bytes], None],
     ) -> None:
         self._decrypt, self._encrypt, self._read, self._write = decrypt, encrypt, read, write
+        self._last: tuple[bytes, Keyring] | None = None
 
     def __repr__(self) -> str:
         return "KmsKeyProvider()"
 
     def load(self) -> Keyring:
-        """Unwrap the ring through the KMS."""
-        return _decode(self._decrypt(self._read()), "the KMS-wrapped keyring")
+        """Unwrap the ring through the KMS (only when the stored blob changed)."""
+        blob = self._read()
+        if self._last is None or self._last[0] != blob:
+            self._last = blob, _decode(self._decrypt(blob), "the KMS-wrapped keyring")
+        return self._last[1]
 
     def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
         """Apply ``change`` and store the ring wrapped again by the KMS."""

@@ -5,6 +5,11 @@ updates) or fail with SQLITE_BUSY_SNAPSHOT; every write transaction here starts 
 ``BEGIN IMMEDIATE`` instead, so writers queue on the busy timeout and each sees the last
 commit. Reads use a deferred BEGIN and run beside writers thanks to WAL. PostgreSQL uses
 row locks (``SELECT ... FOR UPDATE``) taken by the repository.
+
+SQLite runs with ``secure_delete`` on, so content freed by an update or delete (a revoked
+credential's ciphertexts and wrapped data key) is overwritten with zeros rather than left
+in free space; :func:`checkpoint` then moves the scrubbed pages into the database file and
+empties the WAL, which still holds the older page images until then.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 
 from credman.errors import CredentialValidationError
 
-__all__ = ["BUSY_TIMEOUT_SECONDS", "is_sqlite", "make_engine", "read", "write"]
+__all__ = ["BUSY_TIMEOUT_SECONDS", "checkpoint", "is_sqlite", "make_engine", "read", "write"]
 
 BUSY_TIMEOUT_SECONDS = 30.0
 _WRITE = "credman_write"
@@ -70,6 +75,7 @@ def _sqlite_engine(url: str, database: str | None, synchronous: str) -> Engine:
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA secure_delete=ON")  # freed content is zeroed, not left behind
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -94,3 +100,19 @@ def read(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction (a consistent snapshot)."""
     with engine.connect() as connection, connection.begin():
         yield connection
+
+
+def checkpoint(engine: Engine) -> bool:
+    """SQLite: copy every WAL page into the database file and truncate the WAL.
+
+    Until this runs, the WAL keeps older images of rewritten pages (e.g. the ciphertexts a
+    revoke just destroyed). True when the WAL was emptied; False when a reader or writer
+    kept it busy (the next automatic checkpoint will catch up) or the engine is not SQLite.
+    """
+    if not is_sqlite(engine):
+        return False
+    with engine.connect() as connection:  # outside any transaction: the driver's own call
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        busy, _, _ = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return bool(busy == 0)
