@@ -47,6 +47,7 @@ def postgres_problem() -> str | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    logger.remove()  # loguru's default stderr handler: tests add the sinks they look at
     logger.enable("credman")
     logger.add(LOG_LINES.append, level="DEBUG", format="{level} {name} {message} {extra}")
 
