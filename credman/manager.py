@@ -1129,12 +1129,8 @@ def _ensure_not_revoked(row: Any) -> None:
 
 
 def _reauthorisation_required(row: Any) -> RefreshFailed:
-    return RefreshFailed(
-        f"credential {row.id!r} needs re-authorisation (the provider refused the grant: "
-        f"{row.last_error}); store new material",
-        permanent=True,
-        credential_id=row.id,
-        error_code=row.last_error,
+    return _refresh_error(
+        row, "needs re-authorisation (the provider refused the grant: {}); store new material"
     )
 
 
@@ -1158,12 +1154,17 @@ def _ensure_usable(row: Any, now: datetime) -> None:
 
 def _refresh_failing(row: Any) -> RefreshFailed:
     retry = row.next_due_at.isoformat(timespec="seconds") if row.next_due_at else "unknown"
+    return _refresh_error(
+        row, "has expired and its refresh is failing ({}); next attempt at " + retry
+    )
+
+
+def _refresh_error(row: Any, template: str) -> RefreshFailed:
+    """RefreshFailed for a stored failure; permanent when no retry is scheduled."""
+    message = f"credential {row.id!r} " + template.format(row.last_error)
+    permanent = row.next_due_at is None
     return RefreshFailed(
-        f"credential {row.id!r} has expired and its refresh is failing ({row.last_error}); "
-        f"next attempt at {retry}",
-        permanent=False,
-        credential_id=row.id,
-        error_code=row.last_error,
+        message, permanent=permanent, credential_id=row.id, error_code=row.last_error
     )
 
 

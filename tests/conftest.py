@@ -12,13 +12,16 @@ import pytest
 from loguru import logger
 from sqlalchemy import create_engine, text
 
-from credman import CredentialManager
+from credman import CredentialManager, OAuth2
 from credman.crypto import KeyFileProvider
+from credman.tokenserver import TokenServer
 
 POSTGRES_URL = os.environ.get(
     "CREDMAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("CREDMAN_REQUIRE_POSTGRES") == "1"
+CLIENT, SECRET = "client-1", "client-secret-1"
+"""The OAuth client every test token server knows."""
 LOG_LINES: list[str] = []
 """Every log line credman wrote during the session (the canary sweep scans it)."""
 CANARIES: set[str] = set()
@@ -139,3 +142,21 @@ def make_manager(database_url: str, key_file: Path) -> Iterator[Callable[..., Cr
 def manager(make_manager: Callable[..., CredentialManager]) -> CredentialManager:
     """A manager over a fresh database on each engine, admin principal 'admin'."""
     return make_manager()
+
+
+@pytest.fixture
+def server() -> Iterator[TokenServer]:
+    """A strict provider on loopback: rotates refresh tokens, revokes the grant on replay."""
+    with TokenServer(clients={CLIENT: SECRET}, access_token_lifetime=3600) as running:
+        yield running
+
+
+def oauth_credential(server: TokenServer, **overrides: Any) -> OAuth2:
+    """An OAuth2 refresh-token credential with a fresh grant at ``server``."""
+    values: dict[str, Any] = {
+        "token_url": server.url,
+        "client_id": CLIENT,
+        "client_secret": SECRET,
+        "refresh_token": server.grant(CLIENT),
+    }
+    return OAuth2(**(values | overrides))

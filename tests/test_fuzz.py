@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from loguru import logger
 from typer.main import get_command
 from typer.testing import CliRunner
 
+import credman.logs
 from credman import (
     ApiKey,
     BasicAuth,
@@ -310,8 +312,8 @@ def cli_home(
     """A folder with a database holding a few credentials; the CLI's environment for it.
 
     Runs in that folder (files the CLI writes land there), with every proxy pointing at a
-    closed loopback port (no request leaves the machine), and with loguru's handlers kept
-    (the CLI removes them, which would blind the session's canary sweep).
+    closed loopback port (no request leaves the machine); the log sinks the CLI's ``-v``
+    installs are removed afterwards (the session's canary sink is never touched).
     """
     database_url = f"sqlite:///{tmp_path / 'cli.db'}"
     with CredentialManager(database_url, str(key_file)) as manager:
@@ -324,7 +326,6 @@ def cli_home(
         )
     (tmp_path / "secret.txt").write_text("from-file\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(logger, "remove", lambda *args, **kwargs: None)
     dead_proxy = "http://127.0.0.1:9"
     yield {
         "CREDMAN_DATABASE_URL": database_url,
@@ -337,6 +338,10 @@ def cli_home(
         "NO_PROXY": "",
         "COLUMNS": "120",
     }
+    for handler_id in credman.logs._installed:
+        with suppress(ValueError):
+            logger.remove(handler_id)
+    credman.logs._installed.clear()
 
 
 @settings(

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import CLIENT, SECRET, oauth_credential
 from freezegun import freeze_time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,6 @@ from credman.notify import CredentialEvent, EventKind
 from credman.oauth import MAX_BODY
 from credman.tokenserver import FAULT_MODES, TokenServer
 
-CLIENT, SECRET = "client-1", "client-secret-1"
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
 STORED_LIFETIME = 100
 """The stored token's lifetime: it is due for refresh 25-30 s before it expires at 10:01:40."""
@@ -82,15 +82,8 @@ def server() -> Iterator[TokenServer]:
 
 
 def _oauth(server: TokenServer, **overrides: Any) -> OAuth2:
-    values: dict[str, Any] = {
-        "token_url": server.url,
-        "client_id": CLIENT,
-        "client_secret": SECRET,
-        "refresh_token": server.grant(CLIENT),
-        "access_token": "old",
-        "expires_in": STORED_LIFETIME,
-    }
-    return OAuth2(**(values | overrides))
+    stored = {"access_token": "old", "expires_in": STORED_LIFETIME}
+    return oauth_credential(server, **(stored | overrides))
 
 
 def _drive(manager: CredentialManager, via: str) -> RefreshFailed | None:

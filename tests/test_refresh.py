@@ -4,12 +4,12 @@ failure classes and backoff, time-frozen margins, single flight, crash recovery.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
+from conftest import CLIENT, SECRET, oauth_credential
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from freezegun import freeze_time
@@ -26,26 +26,6 @@ from credman.lifecycle import RefreshPolicy
 from credman.notify import CredentialEvent, EventKind
 from credman.tokenserver import TokenServer
 
-CLIENT, SECRET = "client-1", "client-secret-1"
-
-
-@pytest.fixture
-def server() -> Iterator[TokenServer]:
-    """A strict provider: rotates refresh tokens, revokes the grant on replay."""
-    with TokenServer(clients={CLIENT: SECRET}, access_token_lifetime=3600) as running:
-        yield running
-
-
-def _oauth(server: TokenServer, **overrides: Any) -> OAuth2:
-    values: dict[str, Any] = {
-        "token_url": server.url,
-        "client_id": CLIENT,
-        "client_secret": SECRET,
-        "refresh_token": server.grant(CLIENT),
-    }
-    values.update(overrides)
-    return OAuth2(**values)
-
 
 def _token(manager: CredentialManager, credential_id: str = "gh") -> str:
     return manager.get(credential_id, principal="admin").access_token.reveal()  # type: ignore[attr-defined, no-any-return]
@@ -53,7 +33,7 @@ def _token(manager: CredentialManager, credential_id: str = "gh") -> str:
 
 def test_get_refreshes_a_due_token_first(manager: CredentialManager, server: TokenServer) -> None:
     """A credential with no access token is refreshed on first get; the token works."""
-    manager.store("gh", _oauth(server), principal="admin")
+    manager.store("gh", oauth_credential(server), principal="admin")
     token = _token(manager)
     assert server.is_valid(token)
     assert State.UPDATED == manager.info("gh", principal="admin").state
@@ -63,14 +43,16 @@ def test_get_refreshes_a_due_token_first(manager: CredentialManager, server: Tok
 
 def test_fresh_token_is_not_refreshed(manager: CredentialManager, server: TokenServer) -> None:
     """A token outside its margin is returned as stored, with no call to the provider."""
-    manager.store("gh", _oauth(server, access_token="stored", expires_in=3600), principal="admin")
+    manager.store(
+        "gh", oauth_credential(server, access_token="stored", expires_in=3600), principal="admin"
+    )
     assert "stored" == _token(manager)
     assert 0 == server.token_requests
 
 
 def test_rotated_refresh_token_is_kept(manager: CredentialManager, server: TokenServer) -> None:
     """The rotated refresh token is stored with the new access token; reuse never happens."""
-    manager.store("gh", _oauth(server), principal="admin")
+    manager.store("gh", oauth_credential(server), principal="admin")
     first = manager.get("gh", principal="admin").refresh_token.reveal()  # type: ignore[union-attr, attr-defined]
     manager.refresh("gh", principal="admin", force=True)
     second = manager.get("gh", principal="admin").refresh_token.reveal()  # type: ignore[union-attr, attr-defined]
@@ -85,7 +67,7 @@ def test_response_without_refresh_token_keeps_the_old_one(
     """A provider that does not rotate: the stored refresh token stays."""
     with TokenServer(clients={CLIENT: SECRET}, rotate_refresh_tokens=False) as quiet:
         original = quiet.grant(CLIENT)
-        manager.store("gh", _oauth(quiet, refresh_token=original), principal="admin")
+        manager.store("gh", oauth_credential(quiet, refresh_token=original), principal="admin")
         manager.refresh("gh", principal="admin", force=True)
         stored = manager.get("gh", principal="admin").refresh_token.reveal()  # type: ignore[union-attr, attr-defined]
     assert original == stored
@@ -97,7 +79,7 @@ def test_token_without_expires_in_is_checked_again(
     """No expires_in: the next check is the default lifetime away, never 'never'."""
     server.mode = "no_expires_in"
     with freeze_time("2026-03-01 10:00:00"):
-        manager.store("gh", _oauth(server), principal="admin")
+        manager.store("gh", oauth_credential(server), principal="admin")
         _token(manager)
         info = manager.info("gh", principal="admin")
     assert (None, datetime(2026, 3, 1, 11, tzinfo=UTC)) == (info.expires_at, info.next_due_at)
@@ -158,7 +140,9 @@ def test_transient_failure_keeps_a_valid_token_and_backs_off(
 ) -> None:
     """A transient failure with a still-valid token: ACTIVE, attempt counted, retry later."""
     with freeze_time("2026-03-01 10:00:00"):
-        manager.store("gh", _oauth(server, access_token="old", expires_in=100), principal="admin")
+        manager.store(
+            "gh", oauth_credential(server, access_token="old", expires_in=100), principal="admin"
+        )
     server.mode = mode
     with freeze_time("2026-03-01 10:01:30"):
         assert "old" == _token(manager)
@@ -174,7 +158,7 @@ def test_transient_failure_with_expired_token_raises(
     manager: CredentialManager, server: TokenServer
 ) -> None:
     """A transient failure and no valid token: EXPIRED, RefreshFailed(permanent=False)."""
-    manager.store("gh", _oauth(server), principal="admin")
+    manager.store("gh", oauth_credential(server), principal="admin")
     server.mode = "500"
     with pytest.raises(RefreshFailed) as raised:
         _token(manager)
@@ -186,7 +170,7 @@ def test_timeout_is_transient(make_manager: Callable[..., CredentialManager]) ->
     """A provider slower than the timeout is a transient failure, not a hang."""
     manager = make_manager(refresh_policy=RefreshPolicy(timeout=0.3))
     with TokenServer(clients={CLIENT: SECRET}, slow_seconds=5) as slow:
-        manager.store("gh", _oauth(slow), principal="admin")
+        manager.store("gh", oauth_credential(slow), principal="admin")
         slow.mode = "slow"
         with pytest.raises(RefreshFailed) as raised:
             _token(manager)
@@ -196,7 +180,7 @@ def test_timeout_is_transient(make_manager: Callable[..., CredentialManager]) ->
 def test_retry_after_is_honoured(manager: CredentialManager, server: TokenServer) -> None:
     """A 503 with Retry-After: 7 and backoff: the next attempt is no sooner than that."""
     with freeze_time("2026-03-01 10:00:00"):
-        manager.store("gh", _oauth(server), principal="admin")
+        manager.store("gh", oauth_credential(server), principal="admin")
         server.mode = "503_retry_after"
         with pytest.raises(RefreshFailed) as raised:
             _token(manager)
@@ -212,7 +196,7 @@ def test_permanent_failure_requires_reauthorisation(
     """invalid_grant: EXPIRED, no further calls, a re-authorisation event; store revives it."""
     events: list[CredentialEvent] = []
     manager = make_manager(hooks=[events.append])
-    manager.store("gh", _oauth(server), principal="admin")
+    manager.store("gh", oauth_credential(server), principal="admin")
     server.mode = "invalid_grant"
     for _ in range(3):
         with pytest.raises(RefreshFailed) as raised:
@@ -223,7 +207,7 @@ def test_permanent_failure_requires_reauthorisation(
     assert (State.EXPIRED, None, "invalid_grant") == (info.state, info.next_due_at, info.last_error)
     assert [EventKind.REAUTHORIZATION_REQUIRED] == [e.kind for e in events]
     server.mode = "ok"
-    manager.store("gh", _oauth(server), principal="admin", reason="re-authorised")
+    manager.store("gh", oauth_credential(server), principal="admin", reason="re-authorised")
     assert server.is_valid(_token(manager))
 
 
@@ -234,7 +218,7 @@ def test_recovery_after_failures_is_announced(
     events: list[CredentialEvent] = []
     manager = make_manager(hooks=[events.append])
     with freeze_time("2026-03-01 10:00:00") as frozen:
-        manager.store("gh", _oauth(server), principal="admin")
+        manager.store("gh", oauth_credential(server), principal="admin")
         server.fail_next(1, "500")
         with pytest.raises(RefreshFailed):
             _token(manager)
@@ -251,7 +235,7 @@ def test_failing_credential_makes_bounded_calls_per_hour(
     """Ticks every 10 s for an hour against a failing provider: calls stay bounded."""
     start = datetime(2026, 3, 1, 10, tzinfo=UTC)
     with freeze_time(start) as frozen:
-        manager.store("gh", _oauth(server), principal="admin")
+        manager.store("gh", oauth_credential(server), principal="admin")
         server.mode = mode
         for _ in range(360):
             manager.tick()
@@ -266,7 +250,9 @@ def test_refresh_happens_in_the_margin_not_before(
 ) -> None:
     """tick() leaves a token alone until its refresh time, then refreshes it once."""
     with freeze_time("2026-03-01 10:00:00") as frozen:
-        manager.store("gh", _oauth(server, access_token="a", expires_in=3600), principal="admin")
+        manager.store(
+            "gh", oauth_credential(server, access_token="a", expires_in=3600), principal="admin"
+        )
         due = manager.info("gh", principal="admin").next_due_at
         assert due is not None
         assert datetime(2026, 3, 1, 10, 55, tzinfo=UTC) - timedelta(minutes=1) <= due
@@ -282,7 +268,7 @@ def test_short_lived_token_margin_shrinks(manager: CredentialManager, server: To
     """A 2-second token is refreshed in its last quarter (plus spread), not 5 minutes early."""
     with freeze_time("2026-03-01 10:00:00"):
         info = manager.store(
-            "gh", _oauth(server, access_token="a", expires_in=2), principal="admin"
+            "gh", oauth_credential(server, access_token="a", expires_in=2), principal="admin"
         )
     assert info.next_due_at is not None
     ahead = (datetime(2026, 3, 1, 10, 0, 2, tzinfo=UTC) - info.next_due_at).total_seconds()
@@ -294,7 +280,7 @@ def test_threads_share_one_refresh(
 ) -> None:
     """Eight threads reading a due credential cause exactly one token request."""
     manager = make_manager()
-    manager.store("gh", _oauth(server), principal="admin")
+    manager.store("gh", oauth_credential(server), principal="admin")
     barrier = threading.Barrier(8)
     tokens: list[str] = []
 
@@ -315,7 +301,9 @@ def test_http_auth_injects_and_refreshes_once_on_401(
 ) -> None:
     """httpx.Auth adds the bearer token; a 401 forces one refresh and one retry."""
     manager.store(
-        "gh", _oauth(server, access_token="revoked-at-provider", expires_in=3600), principal="admin"
+        "gh",
+        oauth_credential(server, access_token="revoked-at-provider", expires_in=3600),
+        principal="admin",
     )
     manager.grant("worker", "gh", {Permission.USE}, principal="admin")
     with httpx.Client(auth=manager.auth("gh", principal="worker")) as client:
@@ -329,7 +317,9 @@ def test_async_http_auth_injects_and_refreshes(
     """The same auth object works with httpx.AsyncClient."""
     import asyncio
 
-    manager.store("gh", _oauth(server, access_token="stale", expires_in=3600), principal="admin")
+    manager.store(
+        "gh", oauth_credential(server, access_token="stale", expires_in=3600), principal="admin"
+    )
 
     async def call() -> int:
         async with httpx.AsyncClient(auth=manager.auth("gh", principal="admin")) as client:

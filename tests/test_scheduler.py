@@ -8,38 +8,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
+from conftest import CLIENT, SECRET, oauth_credential
 from freezegun import freeze_time
 
-from credman import BearerToken, CredentialManager, OAuth2, State
+from credman import BearerToken, CredentialManager, State
 from credman.scheduler import CredentialScheduler
 from credman.testing import time_machine
 from credman.tokenserver import TokenServer
 
-CLIENT, SECRET = "client-1", "client-secret-1"
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
-
-
-@pytest.fixture
-def server() -> Iterator[TokenServer]:
-    with TokenServer(clients={CLIENT: SECRET}) as running:
-        yield running
-
-
-def _oauth(server: TokenServer, **overrides: Any) -> OAuth2:
-    values: dict[str, Any] = {
-        "token_url": server.url,
-        "client_id": CLIENT,
-        "client_secret": SECRET,
-        "refresh_token": server.grant(CLIENT),
-    }
-    return OAuth2(**(values | overrides))
 
 
 def test_static_token_expires_exactly_at_expiry(manager: CredentialManager) -> None:
@@ -60,7 +43,9 @@ def test_downtime_of_a_day_is_caught_up_in_one_tick(
     with freeze_time(START) as frozen:
         for number in range(10):
             manager.store(
-                f"o{number}", _oauth(server, access_token="a", expires_in=600), principal="admin"
+                f"o{number}",
+                oauth_credential(server, access_token="a", expires_in=600),
+                principal="admin",
             )
             manager.store(f"b{number}", BearerToken(token="t", expires_in=600), principal="admin")
         frozen.tick(timedelta(days=1))
@@ -102,7 +87,9 @@ def test_apscheduler_fires_the_transition_when_the_clock_moves(
 def test_time_machine_helper_runs_due_work(manager: CredentialManager, server: TokenServer) -> None:
     """credman.testing.time_machine moves time and runs the sweep, for users' own tests."""
     with time_machine(manager, START) as clock:
-        manager.store("gh", _oauth(server, access_token="a", expires_in=3600), principal="admin")
+        manager.store(
+            "gh", oauth_credential(server, access_token="a", expires_in=3600), principal="admin"
+        )
         assert 0 == clock.advance(minutes=50).refreshed
         assert 1 == clock.advance(minutes=6).refreshed
         assert START + timedelta(minutes=56) == clock.now()
@@ -117,7 +104,7 @@ def test_serve_processes_never_refresh_twice(
         manager = make_manager()
         grants = []
         for number in range(12):
-            credential = _oauth(provider)
+            credential = oauth_credential(provider)
             grants.append(provider.grant_of(credential.refresh_token.reveal()))  # type: ignore[union-attr]
             manager.store(f"c{number}", credential, principal="admin")
         env = os.environ | {"CREDMAN_DATABASE_URL": database_url, "CREDMAN_KEY_FILE": str(key_file)}
