@@ -34,6 +34,7 @@ from credman.errors import CredentialValidationError, DecryptionError, KeyringEr
 from credman.storage.repository import CREDENTIALS
 
 if TYPE_CHECKING:
+    from credman._base import ManagerBase
     from credman.manager import CredentialManager
 
 __all__ = [
@@ -128,7 +129,7 @@ class _Batch:
 Progress = Callable[[RewrapProgress], None]
 
 
-def keyring_for_write(manager: CredentialManager, connection: Connection) -> Keyring:
+def keyring_for_write(manager: ManagerBase, connection: Connection) -> Keyring:
     """The current ring for sealing inside ``connection``'s write transaction.
 
     Holds the key-change lock shared until the transaction ends and reloads the ring, so

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from credman.errors import RefreshFailed
+from credman.errors import CredentialUnusable, RefreshFailed
 from credman.lifecycle import CREDENTIAL_TYPES, Credential, JWTBearer, OAuth2, RefreshPolicy, State
 from credman.oauth import TokenGrant, next_retry_delay
 
@@ -20,11 +20,21 @@ __all__ = [
     "Claim",
     "ProbeResult",
     "TickReport",
+    "count_outcome",
+    "ensure_not_revoked",
+    "ensure_usable",
     "failure_values",
     "is_refreshable",
+    "lease_stale",
     "merged",
     "needs_refresh",
+    "past_expiry",
+    "reauthorisation_required",
+    "refresh_error",
+    "refresh_failing",
     "still_valid",
+    "target_state",
+    "wants_refresh",
 ]
 
 _SPREAD = random.SystemRandom()
@@ -136,3 +146,75 @@ class TickReport:
     probed: int = 0
     probe_failures: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+def ensure_not_revoked(row: Any) -> None:
+    if row.state == State.REVOKED:
+        raise CredentialUnusable(row.id, State.REVOKED, "it was revoked")
+
+
+def reauthorisation_required(row: Any) -> RefreshFailed:
+    return refresh_error(
+        row, "needs re-authorisation (the provider refused the grant: {}); store new material"
+    )
+
+
+def wants_refresh(row: Any, now: datetime) -> bool:
+    """Whether a read must refresh first: due, or mid-refresh with no valid token to give."""
+    if row.state == State.REFRESHING:
+        return not still_valid(row, now)
+    return needs_refresh(row, now)
+
+
+def ensure_usable(row: Any, now: datetime) -> None:
+    ensure_not_revoked(row)
+    if row.state != State.EXPIRED:
+        return
+    if not is_refreshable(row):
+        raise CredentialUnusable(row.id, State.EXPIRED, "re-authorise it by storing new material")
+    if row.next_due_at is None:
+        raise reauthorisation_required(row)
+    raise refresh_failing(row)
+
+
+def refresh_failing(row: Any) -> RefreshFailed:
+    retry = row.next_due_at.isoformat(timespec="seconds") if row.next_due_at else "unknown"
+    return refresh_error(
+        row, "has expired and its refresh is failing ({}); next attempt at " + retry
+    )
+
+
+def refresh_error(row: Any, template: str) -> RefreshFailed:
+    """RefreshFailed for a stored failure; permanent when no retry is scheduled."""
+    message = f"credential {row.id!r} " + template.format(row.last_error)
+    permanent = row.next_due_at is None
+    return RefreshFailed(
+        message, permanent=permanent, credential_id=row.id, error_code=row.last_error
+    )
+
+
+def lease_stale(row: Any, now: datetime) -> bool:
+    return row.lease_until is None or now >= row.lease_until
+
+
+def target_state(trigger: str) -> State:
+    """Where a failure trigger leads from REFRESHING."""
+    return State.ACTIVE if trigger == "refresh_deferred" else State.EXPIRED
+
+
+def count_outcome(report: TickReport, outcome: str) -> None:
+    if outcome in ("refreshed", "deferred"):
+        report.refreshed += outcome == "refreshed"
+        report.failed += outcome == "deferred"
+    elif outcome == "expired":
+        report.expired += 1
+    elif outcome == "failed":
+        report.failed += 1
+    elif outcome.startswith("error:"):
+        report.errors.append(outcome)
+    else:
+        report.skipped += 1
+
+
+def past_expiry(row: Any, now: datetime) -> bool:
+    return row.expires_at is not None and now >= row.expires_at
