@@ -360,14 +360,7 @@ class ManagerBase:
         return repository.update_credential(act.connection, row.id, row.version, changes)
 
     def _audit_ok(self, act: _Act, action: str, credential_id: str | None, **detail: Any) -> None:
-        self._audit.append(
-            act.connection,
-            at=act.now,
-            principal=act.principal,
-            action=action,
-            credential_id=credential_id,
-            detail=detail,
-        )
+        self._audit_outcome(act, action, credential_id, "ok", **detail)
 
     def reload_keys(self) -> Keyring:
         """Re-read the keyring from its provider (e.g. after another process rotated it)."""

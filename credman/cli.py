@@ -550,10 +550,16 @@ def diagram(
 
 
 @app.command()
-def token(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+def token(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID")],
+    principal: Annotated[
+        str | None, typer.Option("--principal", help="Who asks (overrides the global option).")
+    ] = None,
+) -> None:
     """Print a currently valid token (refreshing first if due): for scripts and pipes."""
     with _manager(ctx) as manager:
-        credential = manager.get(credential_id, principal=_options(ctx).principal)
+        credential = manager.get(credential_id, principal=principal or _options(ctx).principal)
     value = _token_of(credential)
     if value is None:
         raise CredentialUnusable(

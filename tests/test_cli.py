@@ -164,3 +164,12 @@ def test_history_and_revoke(cli: Cli) -> None:
     assert 0 == cli("revoke", "t", "--reason", "leaked").returncode
     history = cli("history", "t").stdout
     assert "REVOKED" in history and "leaked" in history
+
+
+def test_token_prints_a_valid_token_for_the_named_principal(cli: Cli) -> None:
+    """`credman token ID --principal P` prints the token only when P holds `use`."""
+    cli("add", "bearer", "t", "--token-env", "PW", PW="tok-123")
+    assert 1 == cli("token", "t", "--principal", "worker").returncode
+    cli("grant", "worker", "t", "use")
+    result = cli("token", "t", "--principal", "worker")
+    assert (0, "tok-123\n") == (result.returncode, result.stdout)
