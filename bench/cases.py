@@ -3,7 +3,10 @@
 A case is built once per database (a :class:`~bench.phase.Phase`) into a no-argument
 operation. ``stages`` says where it runs: ``base`` (each ``synchronous`` mode, the plan's
 small table), ``large`` (FULL, the large table; a case also in ``base`` is re-timed on the
-small table beside it) or ``once`` (no database needed). A case that
+small table beside it), ``postgres`` (a PostgreSQL schema seeded like the small table; the
+case is re-timed on the small FULL table beside it), ``rotation`` (FULL tables of the
+plan's two rotation sizes, timed beside each other), ``burst`` (a FULL table of its own
+with its own token server) or ``once`` (no database needed). A case that
 ``needs`` a ``CredentialManager`` attribute is skipped as not yet available until the
 attribute exists, so refresh and tick light up when they land. Consecutive cases of one
 ``group`` are timed interleaved, so the ratios between them are fair on a busy machine.
@@ -12,6 +15,7 @@ attribute exists, so refresh and tick light up when they land. Consecutive cases
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, is_dataclass
@@ -31,12 +35,39 @@ from bench.phase import Phase
 from bench.workload import ADMIN, TOKEN_LIFETIME, WORKER, sample_credential
 from credman import CredentialManager
 
-__all__ = ["BASE", "CASES", "DUE_COUNT", "LARGE", "ONCE", "SMALL", "Builder", "Case"]
+__all__ = [
+    "BASE",
+    "BESIDE",
+    "BURST",
+    "BURST_COUNT",
+    "CASES",
+    "DUE_COUNT",
+    "HIDDEN",
+    "LARGE",
+    "ONCE",
+    "POSTGRES",
+    "ROTATION",
+    "ROTATION_BATCH",
+    "SMALL",
+    "Builder",
+    "Case",
+]
 
 BASE, LARGE, ONCE = "base", "large", "once"
+POSTGRES, ROTATION, BURST = "postgres", "rotation", "burst"
 SMALL = "small"
 """Rows of a case on the small table re-timed beside its ``large`` run (not a case stage)."""
+BESIDE = "beside"
+"""Rows of a case on the small FULL table re-timed beside its ``postgres`` run (not a stage)."""
+HIDDEN = frozenset({SMALL, BESIDE})
+"""Re-timed rows: they feed the scale and ratio tables, not the operations table."""
 DUE_COUNT = 100
+ROTATION_BATCH = 500
+BURST_COUNT = 1000
+"""Credentials whose tokens expire in the same minute, for the burst case."""
+BURST_LEAD = timedelta(minutes=10)
+"""How far ahead that minute starts: the tokens are in their refresh margin, not expired."""
+_MAX_BURST_TICKS = 20
 
 CACHED_RETRIEVAL = Target("p99", 500.0)
 UNCACHED_RETRIEVAL = Target("p99", 1000.0)
@@ -109,6 +140,81 @@ class _Ticks:
         self.note = f"last sweep: {done or 'nothing due'}"
 
 
+class _Rotations:
+    """One whole key rotation per call: a new primary version, every data key re-wrapped."""
+
+    def __init__(self, manager: CredentialManager) -> None:
+        self._manager = manager
+        self.note = ""
+
+    def __call__(self) -> None:
+        report = self._manager.rotate_keys(principal=ADMIN, batch_size=ROTATION_BATCH)
+        rewrap = report.rewrap
+        self.note = (
+            f"batch {ROTATION_BATCH}; last call: key v{report.previous_primary} -> "
+            f"v{report.primary}, {rewrap.rewrapped:,} data keys re-wrapped in "
+            f"{rewrap.batches} batches, {rewrap.remaining} left"
+        )
+
+
+def _rotate_keys(phase: Phase) -> Operation:
+    return _Rotations(phase.manager)
+
+
+class _Burst:
+    """Sweep at the start of the minute until nothing is due; what it did, in ``figures``.
+
+    Usable once: the first call refreshes every credential of the burst.
+    """
+
+    def __init__(self, phase: Phase, moment: datetime, count: int) -> None:
+        self._manager, self._server = phase.manager, phase.server
+        self._moment, self._count = moment, count
+        self._requests_before = phase.server.token_requests
+        self._revoked_before = len(phase.server.revoked_grants)
+        self.note = ""
+        self.figures: dict[str, float] = {}
+
+    def __call__(self) -> None:
+        ticks = refreshed = failed = 0
+        start = time.perf_counter()
+        while ticks < _MAX_BURST_TICKS:  # a bound, in case something stayed due
+            report = self._manager.tick(now=self._moment, limit=self._count)
+            ticks += 1
+            refreshed += report.refreshed
+            failed += report.failed
+            if report.due == 0:
+                break
+        elapsed = time.perf_counter() - start
+        requests = self._server.token_requests - self._requests_before
+        revoked = len(self._server.revoked_grants) - self._revoked_before
+        self.figures = {
+            "credentials": self._count,
+            "ticks": ticks,
+            "refreshed": refreshed,
+            "failed": failed,
+            "wall_s": round(elapsed, 4),
+            "refreshes_per_s": round(refreshed / elapsed, 1),
+            "token_requests": requests,
+            "grants_revoked": revoked,
+        }
+        self.note = (
+            f"{ticks} ticks (the last found nothing due) in {elapsed:.2f} s; "
+            f"refreshed {refreshed:,} (failed {failed}), "
+            f"{refreshed / elapsed:,.0f} refreshes/s; provider token requests {requests:,}; "
+            f"grants revoked {revoked}"
+        )
+
+
+def _tick_burst(phase: Phase) -> Operation:
+    """``BURST_COUNT`` tokens expiring evenly over one minute, ``BURST_LEAD`` from now."""
+    minute = datetime.now(UTC).replace(microsecond=0) + BURST_LEAD
+    step = timedelta(minutes=1) / BURST_COUNT
+    for number in range(BURST_COUNT):
+        phase.oauth_credential(expires_at=minute + step * (number + 0.5))
+    return _Burst(phase, minute, BURST_COUNT)
+
+
 def _tick_idle(phase: Phase) -> Operation:
     return _Ticks(phase.manager, itertools.repeat(None))
 
@@ -143,7 +249,7 @@ CASES: tuple[Case, ...] = (
         "get (uncached)",
         _get,
         "read",
-        {BASE, LARGE},
+        {BASE, LARGE, POSTGRES},
         UNCACHED_RETRIEVAL,
         group="read",
     ),
@@ -156,19 +262,43 @@ CASES: tuple[Case, ...] = (
         group="read",
     ),
     Case("info", "info", _info, "read", {BASE}),
-    Case("store_update", "store (update existing)", _store_update, "write", {BASE, LARGE}, STORAGE),
-    Case("store_new", "store (new id)", _store_new, "write", {BASE, LARGE}, STORAGE),
+    Case(
+        "store_update",
+        "store (update existing)",
+        _store_update,
+        "write",
+        {BASE, LARGE, POSTGRES},
+        STORAGE,
+    ),
+    Case("store_new", "store (new id)", _store_new, "write", {BASE, LARGE, POSTGRES}, STORAGE),
     Case(
         "refresh",
         "refresh (forced, loopback token server)",
         _refresh,
         "http",
-        {BASE},
+        {BASE, POSTGRES},
         REFRESH,
         needs="refresh",
     ),
     Case("tick_idle", "tick (nothing due)", _tick_idle, "read", {BASE, LARGE}, needs="tick"),
     Case("tick_due", f"tick ({DUE_COUNT} due)", _tick_due, "sweep", {LARGE}, needs="tick"),
+    Case(
+        "tick_burst",
+        f"tick until none due, one process: {BURST_COUNT:,} tokens expiring in the same minute",
+        _tick_burst,
+        "burst",
+        {BURST},
+        needs="tick",
+    ),
+    Case(
+        "rotate_keys",
+        "rotate_keys (whole rotation)",
+        _rotate_keys,
+        "rotation",
+        {ROTATION},
+        needs="rotate_keys",
+        group="rotation",
+    ),
     Case(
         "fernet",
         "Fernet encrypt+decrypt (Airflow)",

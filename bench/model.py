@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.measure import Memory, Stats
 
-__all__ = ["FLAT_LIMIT", "Ratio", "Report", "Row", "ScalePair", "Target"]
+__all__ = ["FLAT_LIMIT", "MemoryScale", "Ratio", "Report", "Row", "ScalePair", "Target"]
 
 FLAT_LIMIT = 1.25
 """A cost is called flat when the large table's p50 is within this factor of the small's."""
@@ -45,6 +45,8 @@ class Row:
     target: Target | None = None
     status: str = "measured"
     note: str = ""
+    figures: dict[str, float] = field(default_factory=dict)
+    """What the operation itself reported (counts, rates), for the JSON."""
 
     def verdict(self) -> str:
         """``met``/``missed`` against the target, the status when not measured, else empty."""
@@ -105,6 +107,40 @@ class ScalePair:
         return "flat" if ratio <= FLAT_LIMIT else "grows"
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryScale:
+    """A whole-table operation at two sizes: its time should grow, its peak memory not."""
+
+    label: str
+    small: Row
+    large: Row
+
+    def time_ratio(self) -> float | None:
+        """large / small p50 time; None when either was not measured."""
+        if self.small.stats is None or self.large.stats is None:
+            return None
+        return self.large.stats.p50_us / self.small.stats.p50_us
+
+    def size_ratio(self) -> float | None:
+        """large / small table size."""
+        if not self.small.credentials or self.large.credentials is None:
+            return None
+        return self.large.credentials / self.small.credentials
+
+    def memory_ratio(self) -> float | None:
+        """large / small Python peak; None when either was not traced."""
+        if self.small.memory is None or self.large.memory is None:
+            return None
+        return self.large.memory.python_peak_kib / self.small.memory.python_peak_kib
+
+    def verdict(self) -> str:
+        """``flat`` when the peak does not grow beyond FLAT_LIMIT, else ``grows``."""
+        ratio = self.memory_ratio()
+        if ratio is None:
+            return self.large.status if self.large.memory is None else self.small.status
+        return "flat" if ratio <= FLAT_LIMIT else "grows"
+
+
 @dataclass(slots=True)
 class Report:
     """Everything one run measured, with where and when."""
@@ -116,5 +152,6 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     ratios: list[Ratio] = field(default_factory=list)
     scale: list[ScalePair] = field(default_factory=list)
+    memory_scale: list[MemoryScale] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     duration_s: float = 0.0

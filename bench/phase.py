@@ -2,6 +2,8 @@
 
 A :class:`Phase` owns the manager, a second engine on the same file (for counting and the
 bulk fill), the ids that reads pick from, and everything the cases open (closed with it).
+Given a PostgreSQL ``url``, it runs there instead; its rows then say ``PostgreSQL`` where
+SQLite's say their ``synchronous`` mode.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -30,7 +33,10 @@ from credman.storage.engine import make_engine, write
 from credman.storage.repository import CREDENTIALS
 from credman.tokenserver import TokenServer
 
-__all__ = ["Phase"]
+__all__ = ["POSTGRESQL", "Phase"]
+
+POSTGRESQL = "PostgreSQL"
+"""What a PostgreSQL phase's rows show in place of a ``synchronous`` mode."""
 
 _PICK_SEED = 9
 _PICKS = 8192
@@ -38,7 +44,7 @@ _FILL_BATCH = 5000
 
 
 class Phase:
-    """A credman database in one ``synchronous`` mode, with a manager over it."""
+    """A credman database in one ``synchronous`` mode (or on PostgreSQL), with a manager."""
 
     def __init__(
         self,
@@ -48,10 +54,18 @@ class Phase:
         key_file: Path,
         *,
         name: str = "",
+        url: str | None = None,
     ) -> None:
-        self.synchronous = synchronous
-        self.file_name = f"credman-{synchronous.lower()}{'-' + name if name else ''}.db"
-        self.url = f"sqlite:///{directory / self.file_name}"
+        if url is None:
+            self.synchronous = synchronous
+            self.file_name = f"credman-{synchronous.lower()}{'-' + name if name else ''}.db"
+            self.url = f"sqlite:///{directory / self.file_name}"
+            self.where = f"synchronous {synchronous}"
+        else:  # ``synchronous`` only concerns SQLite; make_engine ignores it here
+            self.synchronous = POSTGRESQL
+            self.file_name = f"PostgreSQL schema {name}"
+            self.url = url
+            self.where = POSTGRESQL
         self.server = server
         self.keyring: Keyring = KeyFileProvider(key_file).load()
         self.closers = ExitStack()
@@ -132,16 +146,22 @@ class Phase:
         sealed = _material.seal(self.keyring, credential_id, sample_credential())
         return {**self._template, **sealed, "id": credential_id}
 
-    def oauth_credential(self) -> str:
-        """Store a refreshable credential whose provider is the loopback token server."""
+    def oauth_credential(self, expires_at: datetime | None = None) -> str:
+        """Store a refreshable credential whose provider is the loopback token server.
+
+        Its access token expires ``TOKEN_LIFETIME`` from now, or at ``expires_at``.
+        """
         credential_id = self.new_id("oauth")
+        expiry: dict[str, Any] = (
+            {"expires_in": TOKEN_LIFETIME} if expires_at is None else {"expires_at": expires_at}
+        )
         credential = OAuth2(
             token_url=self.server.url,
             client_id=MANAGER_CLIENT,
             client_secret=CLIENT_SECRETS[MANAGER_CLIENT],
             access_token="bench-initial-access-token",
             refresh_token=self.server.grant(MANAGER_CLIENT),
-            expires_in=TOKEN_LIFETIME,
+            **expiry,
         )
         self.manager.store(credential_id, credential, principal=ADMIN)
         self.oauth_ids.append(credential_id)
@@ -152,7 +172,7 @@ class Phase:
         report = self.manager.verify_audit()
         verdict = "intact" if report.ok else f"BROKEN at row {report.first_bad_seq}"
         return (
-            f"{self.file_name} (synchronous {self.synchronous}, {self.count():,} credentials): "
+            f"{self.file_name} ({self.where}, {self.count():,} credentials): "
             f"audit chain {verdict}, {report.rows_checked:,} rows verified after the run"
         )
 

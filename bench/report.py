@@ -9,8 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.cases import SMALL
-from bench.model import FLAT_LIMIT, Ratio, Report, Row, ScalePair
+from bench.cases import BURST_COUNT, HIDDEN, ROTATION_BATCH
+from bench.model import FLAT_LIMIT, MemoryScale, Ratio, Report, Row, ScalePair
+from bench.postgres import DEFAULT_URL
 
 __all__ = ["RESULTS", "markdown", "to_json", "write"]
 
@@ -20,8 +21,9 @@ _HOW = (
     "Each operation is called after a warm-up, then timed call by call with "
     "`time.perf_counter_ns` (garbage collector on); times are microseconds per call, "
     "percentiles by nearest rank. Operations compared with each other (get and the floor, "
-    "the three crypto rows, the two OAuth clients, each scaled operation on both tables) "
-    "are timed interleaved, in ten alternating chunks. The refresh / Authlib ratio is not: "
+    "the three crypto rows, the two OAuth clients, each scaled operation on both tables, "
+    "each PostgreSQL operation and the same on SQLite, the two rotations) are timed "
+    "interleaved, in ten alternating chunks. The refresh / Authlib ratio is not: "
     "Authlib is timed once, during the FULL stage.",
     "Python peak: tracemalloc's peak over a separate pass (tracing slows code, so it never "
     "runs while timing), above what was allocated before it; it sees every thread, so the "
@@ -48,6 +50,30 @@ _HOW = (
     "refresh token. Authlib runs on httpx 0.28, as credman does. `refresh` is the whole "
     "manager call: claim transaction, token request, commit transaction, and the "
     "`info` it returns.",
+    "PostgreSQL rows: credman on the server at `CREDMAN_TEST_POSTGRES_URL` (default "
+    f"`{DEFAULT_URL}`; the machine table names the server used; psycopg 3, credman's "
+    "pool of 5), in a "
+    "schema created empty for the run (`search_path` in the URL) and dropped after it, "
+    "seeded like the small SQLite database. Each PostgreSQL operation is timed interleaved "
+    "with the same operation on the small FULL SQLite database, re-timed beside it: those "
+    "SQLite timings appear only in the ratio table. With no server answering, the rows say "
+    "skipped and why; the run goes on.",
+    f"Key rotation: `rotate_keys(principal=admin, batch_size={ROTATION_BATCH})` on two FULL "
+    "databases (the smaller and larger rotation size; a few credentials stored for real, the "
+    "rest sealed copies bulk-filled as for the large table), each with its own key file. "
+    "Every call is a whole rotation: a new primary key version, then every data key "
+    "re-wrapped under it in batches. The two sizes are timed interleaved after a warm-up; "
+    "Python peak is one more rotation traced by tracemalloc. Time should grow with the "
+    "table, peak memory should not (flat: within "
+    f"{FLAT_LIMIT}x).",
+    f"The burst row: {BURST_COUNT:,} OAuth2 credentials stored with access tokens expiring "
+    "evenly over one minute, ten minutes ahead (all inside their refresh margin, none "
+    "expired), on a FULL database with a loopback token server of its own. Then this one "
+    "process calls `tick(now=start of that minute, limit=1000)` (tick's default 4 worker "
+    "threads) until a sweep finds nothing due; the whole loop is timed once (it uses up "
+    "the due set, so no warm-up and no memory pass). Provider token requests must equal "
+    "the credentials (none refreshed twice), and no grant may be revoked (a replayed "
+    "refresh token revokes its grant); the check is under Checks.",
     f"Scale verdict: flat when the large table's p50 is within {FLAT_LIMIT}x of the small's.",
 )
 
@@ -103,6 +129,74 @@ def _scale_line(pair: ScalePair) -> list[str]:
     return [*cells, pair.verdict()]
 
 
+def _ratio_cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def _memory_scale_lines(pair: MemoryScale) -> list[list[str]]:
+    """Wall time, time per credential and Python peak at both sizes, with their ratios."""
+    small, large = pair.small, pair.large
+
+    def per_credential(row: Row) -> float | None:
+        if row.stats is None or not row.credentials:
+            return None
+        return row.stats.p50_us / row.credentials
+
+    def ms(row: Row) -> str:
+        return "" if row.stats is None else f"{row.stats.p50_us / 1000:,.0f}"
+
+    def per(row: Row) -> str:
+        value = per_credential(row)
+        return "" if value is None else f"{value:.1f}"
+
+    def peak(row: Row) -> str:
+        return "" if row.memory is None else f"{row.memory.python_peak_kib:,.0f}"
+
+    small_per, large_per = per_credential(small), per_credential(large)
+    per_ratio = None if small_per is None or large_per is None else large_per / small_per
+    return [
+        [
+            "credentials",
+            _count(small.credentials),
+            _count(large.credentials),
+            _ratio_cell(pair.size_ratio()),
+            "",
+        ],
+        ["wall time p50 ms", ms(small), ms(large), _ratio_cell(pair.time_ratio()), ""],
+        [
+            "µs per credential",
+            per(small),
+            per(large),
+            _ratio_cell(per_ratio),
+            "" if per_ratio is None else ("flat" if per_ratio <= FLAT_LIMIT else "grows"),
+        ],
+        [
+            "Python peak KiB",
+            peak(small),
+            peak(large),
+            _ratio_cell(pair.memory_ratio()),
+            pair.verdict(),
+        ],
+    ]
+
+
+def _memory_scale_section(report: Report) -> list[str]:
+    lines: list[str] = []
+    for pair in report.memory_scale:
+        small, large = _count(pair.small.credentials), _count(pair.large.credentials)
+        lines += [
+            f"## Key rotation: {small} vs {large} credentials (synchronous FULL, "
+            f"batch {ROTATION_BATCH})",
+            "",
+            *_table(
+                [pair.label, f"@ {small}", f"@ {large}", "ratio", "verdict"],
+                _memory_scale_lines(pair),
+            ),
+            "",
+        ]
+    return lines
+
+
 def _busy_warning(machine: dict[str, Any]) -> str:
     """A warning when other processes loaded the machine during the run."""
     load = machine["load_average"]
@@ -138,6 +232,7 @@ def _machine_lines(report: Report) -> list[str]:
         ("OS", machine["os"]),
         ("Python", machine["python"]),
         ("SQLite", sqlite),
+        ("PostgreSQL", machine.get("postgresql", "not tried")),
         ("libraries", libraries),
         ("credman commit", machine["commit"]),
     ]
@@ -174,7 +269,7 @@ def markdown(report: Report) -> str:
                 "verdict",
                 "note",
             ],
-            (_operation_line(row) for row in report.rows if row.stage != SMALL),
+            (_operation_line(row) for row in report.rows if row.stage not in HIDDEN),
         ),
         "",
         "## Side by side (ratios of p50, same run)",
@@ -208,6 +303,7 @@ def markdown(report: Report) -> str:
             map(_scale_line, report.scale),
         ),
         "",
+        *_memory_scale_section(report),
         "## Checks",
         "",
         *(f"- {check}" for check in report.checks),
@@ -250,6 +346,22 @@ def _scale_json(pair: ScalePair) -> dict[str, Any]:
     }
 
 
+def _memory_scale_json(pair: MemoryScale) -> dict[str, Any]:
+    ratios = {
+        "credentials": pair.size_ratio(),
+        "time_p50": pair.time_ratio(),
+        "python_peak": pair.memory_ratio(),
+    }
+    return {
+        "label": pair.label,
+        "key": pair.small.key,
+        "small": _row_json(pair.small),
+        "large": _row_json(pair.large),
+        "ratio": {k: None if v is None else round(v, 3) for k, v in ratios.items()},
+        "verdict": pair.verdict(),
+    }
+
+
 def to_json(report: Report) -> str:
     """The whole report as JSON."""
     document = {
@@ -261,6 +373,7 @@ def to_json(report: Report) -> str:
         "operations": [_row_json(row) for row in report.rows],
         "ratios": [_ratio_json(ratio) for ratio in report.ratios],
         "scale": [_scale_json(pair) for pair in report.scale],
+        "memory_scale": [_memory_scale_json(pair) for pair in report.memory_scale],
         "checks": report.checks,
         "method": list(_HOW),
     }
