@@ -55,12 +55,15 @@ from credman.storage import engine as storage
 from credman.storage import migrate, repository
 
 __all__ = [
+    "Act",
     "CredentialInfo",
     "ManagerBase",
     "Transition",
     "check_credential_id",
     "check_reason",
     "check_state",
+    "info_of",
+    "transition_of",
 ]
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
@@ -141,7 +144,7 @@ class Transition:
 
 
 @dataclass(frozen=True, slots=True)
-class _Act:
+class Act:
     """One operation in progress: its transaction, who acts, what they hold, and when."""
 
     connection: Connection
@@ -150,7 +153,7 @@ class _Act:
     now: datetime
 
 
-def _info(row: Any) -> CredentialInfo:
+def info_of(row: Any) -> CredentialInfo:
     return CredentialInfo(
         instance_id=row.id,
         type=row.type,
@@ -168,7 +171,7 @@ def _info(row: Any) -> CredentialInfo:
     )
 
 
-def _transition(row: Any) -> Transition:
+def transition_of(row: Any) -> Transition:
     before = State(row.from_state) if row.from_state else None
     return Transition(
         before, State(row.to_state), row.trigger, row.principal, row.reason, row.at, row.version
@@ -309,12 +312,12 @@ class ManagerBase:
         credential_id: str,
         need: AbstractSet[Permission],
         now: datetime | None = None,
-    ) -> _Act:
+    ) -> Act:
         """What ``principal`` holds on the credential; AccessDenied unless one of ``need``."""
         held = self._access.permissions(connection, principal, credential_id)
         if not held & need:
             raise AccessDenied(principal, "|".join(sorted(p.value for p in need)), credential_id)
-        return _Act(connection, principal, held, now or self._now())
+        return Act(connection, principal, held, now or self._now())
 
     def _require_admin(self, connection: Connection, principal: str) -> None:
         if not self._access.is_admin(connection, principal):
@@ -322,7 +325,7 @@ class ManagerBase:
 
     def _change(
         self,
-        act: _Act,
+        act: Act,
         row: Any,
         trigger: str,
         values: Mapping[str, Any] | None = None,
@@ -359,7 +362,7 @@ class ManagerBase:
             return version
         return repository.update_credential(act.connection, row.id, row.version, changes)
 
-    def _audit_ok(self, act: _Act, action: str, credential_id: str | None, **detail: Any) -> None:
+    def _audit_ok(self, act: Act, action: str, credential_id: str | None, **detail: Any) -> None:
         self._audit_outcome(act, action, credential_id, "ok", **detail)
 
     def reload_keys(self) -> Keyring:
@@ -372,7 +375,7 @@ class ManagerBase:
         return _material.open_row(self._keyring, row, reload=self.reload_keys)
 
     def _audit_outcome(
-        self, act: _Act, action: str, credential_id: str | None, outcome: str, **detail: Any
+        self, act: Act, action: str, credential_id: str | None, outcome: str, **detail: Any
     ) -> None:
         self._audit.append(
             act.connection,

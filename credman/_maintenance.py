@@ -23,7 +23,7 @@ from loguru import logger
 from sqlalchemy import select
 
 from credman import _material, keys, refresh
-from credman._base import CredentialInfo, ManagerBase, _Act, check_credential_id
+from credman._base import Act, ManagerBase, check_credential_id
 from credman.access import SYSTEM_PRINCIPAL
 from credman.auth import apply_credential
 from credman.errors import (
@@ -68,9 +68,7 @@ class Maintenance(ManagerBase):
 
     if TYPE_CHECKING:  # provided by CredentialManager, which this class is the base of
 
-        def get(self, credential_id: str, *, principal: str) -> Credential: ...
-
-        def info(self, credential_id: str, *, principal: str) -> CredentialInfo: ...
+        def _get_versioned(self, credential_id: str, principal: str) -> tuple[Credential, int]: ...
 
     # -- refresh: claim -> call -> commit ---------------------------------------------------
 
@@ -164,7 +162,7 @@ class Maintenance(ManagerBase):
             return not (in_backoff and if_version is not None)
         return needs_refresh(row, now)
 
-    def _recover_lease(self, act: _Act, row: Any) -> None:
+    def _recover_lease(self, act: Act, row: Any) -> None:
         version = self._change(
             act,
             row,
@@ -216,7 +214,7 @@ class Maintenance(ManagerBase):
             return self._record_success(act, row, claim, outcome)
 
     def _record_success(
-        self, act: _Act, row: Any, claim: Claim, grant: Any
+        self, act: Act, row: Any, claim: Claim, grant: Any
     ) -> tuple[str, list[CredentialEvent]]:
         credential = refresh.merged(claim.credential, grant, act.now)
         keyring = keys.keyring_for_write(self, act.connection)
@@ -247,7 +245,7 @@ class Maintenance(ManagerBase):
         return "refreshed", events
 
     def _record_failure(
-        self, act: _Act, row: Any, failure: RefreshFailed
+        self, act: Act, row: Any, failure: RefreshFailed
     ) -> tuple[str, list[CredentialEvent]]:
         trigger, values = refresh.failure_values(row, failure, act.now, self._policy)
         version = self._change(act, row, trigger, values)
@@ -395,15 +393,15 @@ class Maintenance(ManagerBase):
         ``probe_status`` in the row) without changing its version.
         """
         credential_id = check_credential_id(credential_id)
-        credential = self.get(credential_id, principal=principal)
+        credential, version = self._get_versioned(credential_id, principal)
         if credential.probe is None:
             message = f"probe: credential {credential_id!r} has no probe to test against"
             raise CredentialValidationError(message, fields=("probe",), credential_id=credential_id)
-        version = self.info(credential_id, principal=principal).version
         result = self._send_probe(credential_id, credential)
         retry = result.status == 401 and credential.refreshable
         if retry and self._refresh_after_401(credential_id, principal, version):
-            result = self._send_probe(credential_id, self.get(credential_id, principal=principal))
+            renewed, _ = self._get_versioned(credential_id, principal)
+            result = self._send_probe(credential_id, renewed)
         self._record_probe(result, principal)
         return result
 

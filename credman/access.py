@@ -117,12 +117,6 @@ class AccessPolicy:
                 held |= _expand(grant.permissions)
         return frozenset(held)
 
-    def allows(
-        self, connection: Connection, principal: str, permission: Permission, credential_id: str
-    ) -> bool:
-        """Whether ``principal`` holds ``permission`` on ``credential_id``."""
-        return permission in self.permissions(connection, principal, credential_id)
-
     def is_admin(self, connection: Connection, principal: str) -> bool:
         """Admins come from configuration, or hold ``admin`` on the pattern ``*``."""
         if principal in self.admins:

@@ -48,9 +48,8 @@ class CredentialAuth(httpx.Auth):
         return f"CredentialAuth({self._credential_id!r}, principal={self._principal!r})"
 
     def _current(self) -> tuple[Credential, int]:
-        credential = self._manager.get(self._credential_id, principal=self._principal)
-        version = self._manager.info(self._credential_id, principal=self._principal).version
-        return credential, version
+        """The credential and the version it was read at, in one audited read."""
+        return self._manager._get_versioned(self._credential_id, self._principal)
 
     def _after_401(self, version: int) -> bool:
         """Force one refresh unless someone already replaced the token we used."""

@@ -16,14 +16,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from credman import _material, keys, refresh
 from credman._base import (
+    Act,
     CredentialInfo,
     Transition,
-    _Act,
-    _info,
-    _transition,
     check_credential_id,
     check_reason,
     check_state,
+    info_of,
+    transition_of,
 )
 from credman._maintenance import Maintenance
 from credman.access import (
@@ -108,14 +108,14 @@ class CredentialManager(Maintenance):
                 self._change(act, row, "activate", reason=reason)
             else:
                 self._change(act, row, "update", values, reason=reason)
-            info = _info(repository.load_credential(connection, credential_id))
+            info = info_of(repository.load_credential(connection, credential_id))
             action = "create" if info.version == 1 else "update"
             self._audit_ok(act, action, credential_id, type=credential.kind, version=info.version)
         logger.info("stored {} {!r} (version {})", credential.kind, credential_id, info.version)
         return info
 
     def _create(
-        self, act: _Act, credential_id: str, values: dict[str, Any], reason: str | None
+        self, act: Act, credential_id: str, values: dict[str, Any], reason: str | None
     ) -> SimpleNamespace:
         """The CREATED credential, recorded in history; the ``activate`` that follows inserts it."""
         repository.append_history(
@@ -140,17 +140,21 @@ class CredentialManager(Maintenance):
         (once, however many callers ask at the same time); a transient refresh failure
         while the current token still works returns the current token.
         """
+        return self._get_versioned(credential_id, principal)[0]
+
+    def _get_versioned(self, credential_id: str, principal: str) -> tuple[Credential, int]:
+        """What ``get`` returns, with the version it was read at (for the 401 path)."""
         credential_id = check_credential_id(credential_id)
         for _ in range(3):
-            credential = self._read(credential_id, principal)
-            if credential is not None:
-                return credential
+            read = self._read(credential_id, principal)
+            if read is not None:
+                return read
             self._refresh_flight(credential_id, principal, frozenset({Permission.USE}))
         message = f"credential {credential_id!r} keeps changing; try again"
         raise CredentialUnusable(credential_id, "busy", message)
 
-    def _read(self, credential_id: str, principal: str) -> Credential | None:
-        """One audited read; None when a refresh must come first.
+    def _read(self, credential_id: str, principal: str) -> tuple[Credential, int] | None:
+        """One audited read and the version read; None when a refresh must come first.
 
         Material past its expiry is never handed out: the credential moves to EXPIRED
         (keeping a pending retry time, if a refresh is backing off) and the read fails.
@@ -171,7 +175,7 @@ class CredentialManager(Maintenance):
                 credential = self._open(row)
                 self._audit_ok(act, "read", credential_id, version=row.version)
         if not expired:
-            return credential
+            return credential, row.version
         # raised after the commit, so the expiry stays recorded
         self._emit(
             CredentialEvent(
@@ -198,7 +202,7 @@ class CredentialManager(Maintenance):
         credential_id = check_credential_id(credential_id)
         with self._operation("info", principal, credential_id, writes=False) as connection:
             self._act(connection, principal, credential_id, _VIEW)
-            return _info(repository.load_credential(connection, credential_id))
+            return info_of(repository.load_credential(connection, credential_id))
 
     def history(self, credential_id: str, *, principal: str) -> list[Transition]:
         """Every transition of the credential, oldest first."""
@@ -206,7 +210,9 @@ class CredentialManager(Maintenance):
         with self._operation("history", principal, credential_id, writes=False) as connection:
             self._act(connection, principal, credential_id, _HISTORY)
             repository.load_credential(connection, credential_id)
-            return [_transition(row) for row in repository.history_rows(connection, credential_id)]
+            return [
+                transition_of(row) for row in repository.history_rows(connection, credential_id)
+            ]
 
     def list(
         self, *, principal: str, state: State | str | None = None
@@ -215,7 +221,7 @@ class CredentialManager(Maintenance):
         wanted = check_state(state) if state is not None else None
         with self._operation("list", principal, None, writes=False) as connection:
             return [
-                _info(row)
+                info_of(row)
                 for row in repository.iter_credentials(connection, state=wanted)
                 if self._access.permissions(connection, principal, row.id) & _VIEW
             ]
@@ -231,7 +237,7 @@ class CredentialManager(Maintenance):
             row = repository.load_credential(connection, credential_id, for_update=True)
             version = self._change(act, row, "revoke", _material.SHREDDED, reason=reason)
             self._audit_ok(act, "revoke", credential_id, version=version)
-            info = _info(repository.load_credential(connection, credential_id))
+            info = info_of(repository.load_credential(connection, credential_id))
         storage.checkpoint(self._engine)  # SQLite: no copy of the old pages stays in the WAL
         logger.info("revoked {!r}", credential_id)
         self._emit(
@@ -253,7 +259,7 @@ class CredentialManager(Maintenance):
             row = repository.load_credential(connection, credential_id, for_update=True)
             version = self._change(act, row, trigger, reason=reason)
             self._audit_ok(act, "transition", credential_id, trigger=trigger, version=version)
-            return _info(repository.load_credential(connection, credential_id))
+            return info_of(repository.load_credential(connection, credential_id))
 
     # -- access ---------------------------------------------------------------------------
 
@@ -271,7 +277,7 @@ class CredentialManager(Maintenance):
         wanted = parse_permissions(permissions)
         with self._operation("grant", principal, None) as connection:
             self._require_admin(connection, principal)
-            act = _Act(connection, principal, frozenset(), self._now())
+            act = Act(connection, principal, frozenset(), self._now())
             grant = self._access.add(connection, grantee, pattern, wanted, by=principal, at=act.now)
             permissions_text = ",".join(sorted(wanted))
             self._audit_ok(
@@ -285,7 +291,7 @@ class CredentialManager(Maintenance):
         check_pattern(pattern)
         with self._operation("revoke_grant", principal, None) as connection:
             self._require_admin(connection, principal)
-            act = _Act(connection, principal, frozenset(), self._now())
+            act = Act(connection, principal, frozenset(), self._now())
             removed = self._access.remove(connection, grantee, pattern)
             self._audit_ok(
                 act, "revoke_grant", None, grantee=grantee, pattern=pattern, removed=removed

@@ -141,7 +141,6 @@ class TickReport:
     refreshed: int = 0
     expired: int = 0
     failed: int = 0
-    recovered_leases: int = 0
     skipped: int = 0
     probed: int = 0
     probe_failures: int = 0

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import CLIENT, SECRET, oauth_credential
 
-from credman import CredentialManager, OAuth2, Permission, State
+from credman import CredentialManager, Permission, State
 from credman.tokenserver import TokenServer
 
-CLIENT, SECRET = "client-1", "client-secret-1"
 LIFETIME = 2.0
 RUN_SECONDS = 7.0
 
@@ -62,16 +62,7 @@ def test_threads_and_processes_refresh_once_per_lifetime(
     never revoked, every token works, and the provider sees about one refresh per lifetime."""
     with TokenServer(clients={CLIENT: SECRET}, access_token_lifetime=LIFETIME) as server:
         manager = make_manager()
-        manager.store(
-            "gh",
-            OAuth2(
-                token_url=server.url,
-                client_id=CLIENT,
-                client_secret=SECRET,
-                refresh_token=server.grant(CLIENT),
-            ),
-            principal="admin",
-        )
+        manager.store("gh", oauth_credential(server), principal="admin")
         manager.grant("worker", "gh", {Permission.USE}, principal="admin")
         processes = [
             subprocess.Popen(
@@ -126,22 +117,15 @@ def test_refresher_killed_mid_flight_is_recovered(
     """SIGKILL while REFRESHING: after the lease runs out the sweep takes it back and refreshes."""
     with TokenServer(clients={CLIENT: SECRET}, slow_seconds=30) as server:
         manager = make_manager()
-        manager.store(
-            "gh",
-            OAuth2(
-                token_url=server.url,
-                client_id=CLIENT,
-                client_secret=SECRET,
-                refresh_token=server.grant(CLIENT),
-            ),
-            principal="admin",
-        )
+        manager.store("gh", oauth_credential(server), principal="admin")
         server.fail_next(1, "slow")
         child = subprocess.Popen([sys.executable, "-c", REFRESHER, database_url, str(key_file)])
         deadline = time.monotonic() + 30
-        while manager.info("gh", principal="admin").state != State.REFRESHING:
-            assert time.monotonic() < deadline, "the child never claimed the credential"
+        # kill only once the request is at the provider (stalled), not between claim and send
+        while server.token_requests < 1:
+            assert time.monotonic() < deadline, "the child never reached the provider"
             time.sleep(0.05)
+        assert State.REFRESHING == manager.info("gh", principal="admin").state
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
         stuck = manager.info("gh", principal="admin")
