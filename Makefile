@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench diagrams clean
+.PHONY: demo test lint typecheck mapped importlint pytest bench diagrams clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,19 +16,27 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 demo: $(STAMP)
 	$(BIN)/credman demo
 
-test: lint typecheck pytest
+test: lint typecheck importlint pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The concern folders install as credman.* subpackages; mypy sees that layout through a
-# tree of symlinks (it cannot follow setuptools' editable-install finder).
-typecheck: $(STAMP)
-	rm -rf build/mypy && mkdir -p build/mypy/credman
-	ln -s $(CURDIR)/credman/* build/mypy/credman/
-	for d in lifecycle storage crypto scheduler; do ln -s $(CURDIR)/$$d build/mypy/credman/$$d; done
-	cd build/mypy && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p credman
+# The concern folders install as credman.* subpackages; mypy and import-linter see that
+# layout through a tree of symlinks (neither can follow setuptools' editable-install finder).
+MAPPED := build/mypy
+mapped:
+	rm -rf $(MAPPED) && mkdir -p $(MAPPED)/credman
+	ln -s $(CURDIR)/credman/* $(MAPPED)/credman/
+	for d in lifecycle storage crypto scheduler; do ln -s $(CURDIR)/$$d $(MAPPED)/credman/$$d; done
+
+typecheck: $(STAMP) mapped
+	cd $(MAPPED) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p credman
+
+# The import rules in pyproject.toml ([tool.importlinter]); the acyclic contract type is ours.
+importlint: $(STAMP) mapped
+	cd $(MAPPED) && PYTHONPATH=$(CURDIR)/tools $(CURDIR)/$(BIN)/lint-imports \
+		$(CURDIR)/pyproject.toml --no-cache
 
 pytest: $(STAMP)
 	$(BIN)/pytest
