@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck mapped importlint pytest bench diagrams clean
+.PHONY: demo test lint typecheck mapped importlint downstream pytest bench diagrams clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 demo: $(STAMP)
 	$(BIN)/credman demo
 
-test: lint typecheck importlint pytest
+test: lint typecheck importlint downstream pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -37,6 +37,29 @@ typecheck: $(STAMP) mapped
 importlint: $(STAMP) mapped
 	cd $(MAPPED) && PYTHONPATH=$(CURDIR)/tools $(CURDIR)/$(BIN)/lint-imports \
 		$(CURDIR)/pyproject.toml --no-cache
+
+# A downstream project: the built wheel alone (no extras) in a venv of its own; every module
+# imports there, and mypy --strict checks tests/downstream/example.py against it. The venv is
+# rebuilt when the dependencies change; the wheel on every run (build/lib is cleared first:
+# setuptools would package files deleted since the last build).
+DOWNSTREAM := build/downstream
+WHEEL_DIR := build/wheel
+
+$(DOWNSTREAM)/venv/.created: pyproject.toml constraints.txt
+	rm -rf $(DOWNSTREAM)/venv
+	$(PYTHON) -m venv $(DOWNSTREAM)/venv
+	touch $@
+
+downstream: $(STAMP) $(DOWNSTREAM)/venv/.created
+	rm -rf $(WHEEL_DIR) build/lib build/bdist.*
+	$(BIN)/python -m pip wheel --quiet --no-deps -w $(WHEEL_DIR) .
+	$(DOWNSTREAM)/venv/bin/python -m pip install --quiet -c constraints.txt $(WHEEL_DIR)/credman-*.whl
+	$(DOWNSTREAM)/venv/bin/python -m pip install --quiet --no-deps --force-reinstall \
+		$(WHEEL_DIR)/credman-*.whl
+	$(DOWNSTREAM)/venv/bin/python tests/downstream/check_install.py
+	cd tests/downstream && $(CURDIR)/$(BIN)/mypy --config-file mypy.ini \
+		--python-executable $(CURDIR)/$(DOWNSTREAM)/venv/bin/python \
+		--cache-dir $(CURDIR)/$(DOWNSTREAM)/mypy-cache example.py
 
 pytest: $(STAMP)
 	$(BIN)/pytest
