@@ -1,7 +1,7 @@
 """``CredentialManager``: the public facade over lifecycle, crypto, storage, access and audit.
 
 The plumbing (transactions, audited refusals, guarded transitions) is in ``_base``, and
-refresh, the sweep and ``auth`` in ``_maintenance``; this module is the API of API.md.
+refresh, the sweep and ``auth`` in ``_maintenance``; this module is the API (docs/api.md).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ _MAX_AUDIT_LIMIT = 100_000
 
 
 class CredentialManager(Maintenance):
-    """Stores, serves, refreshes and revokes credentials; see API.md for the contract."""
+    """Stores, serves, refreshes and revokes credentials; docs/api.md is the contract."""
 
     # -- credentials ----------------------------------------------------------------------
 
