@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 from credman.errors import CredentialError
 
 if TYPE_CHECKING:
-    from credman.manager import CredentialManager
     from credman import TickReport
+    from credman.manager import CredentialManager
 
 __all__ = ["TimeMachine", "time_machine"]
 
