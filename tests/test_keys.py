@@ -40,8 +40,8 @@ from credman import (
     _material,
     keys,
 )
-from credman.cli import Options
-from credman.cli_keys import keys_app
+from credman.cli.context import Options
+from credman.cli.keys import keys_app
 from credman.crypto import (
     EnvKeyProvider,
     KeyFileProvider,
