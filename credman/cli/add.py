@@ -10,18 +10,72 @@ import typer
 from credman.cli.context import open_manager, options
 from credman.cli.output import out
 from credman.cli.secret_input import read_secret, secret_options
-from credman.lifecycle import ApiKey, BasicAuth, BearerToken, Credential, JWTBearer, OAuth2
+from credman.errors import CredentialValidationError, NotFound
+from credman.lifecycle import (
+    ApiKey,
+    BasicAuth,
+    BearerToken,
+    Credential,
+    JWTBearer,
+    OAuth2,
+    Probe,
+    State,
+)
+from credman.manager import CredentialManager
 
-__all__ = ["add_app", "register"]
+__all__ = ["ProbeExpect", "ProbeUrl", "add_app", "probe_of", "register"]
 
 add_app = typer.Typer(help="Store a credential (secrets from env vars, files or stdin).")
+
+
+ProbeUrl = Annotated[
+    str | None,
+    typer.Option("--probe-url", metavar="URL", help="A request that shows the credential works."),
+]
+ProbeExpect = Annotated[
+    str,
+    typer.Option(
+        "--probe-expect", metavar="CODES", help="Statuses that mean it works, e.g. 200,204."
+    ),
+]
+
+
+def probe_of(url: str | None, expect: str) -> Probe | None:
+    """The probe ``--probe-url``/``--probe-expect`` describe, or None."""
+    if url is None:
+        return None
+    codes = [code.strip() for code in expect.split(",") if code.strip()]
+    if not all(code.isdigit() and len(code) == 3 for code in codes):
+        raise CredentialValidationError(
+            "probe-expect: comma-separated HTTP status codes, e.g. 200,204", fields=("probe",)
+        )
+    return Probe(url=url, expect=tuple(int(code) for code in codes))
 
 
 def _store(ctx: typer.Context, credential_id: str, build: Callable[[], Credential]) -> None:
     credential = build()
     with open_manager(ctx) as manager:
+        _refuse_existing(manager, credential_id, options(ctx).principal)
         info = manager.store(credential_id, credential, principal=options(ctx).principal)
-    out.print(f"stored {info.type} {info.instance_id!r}: {info.state} (version {info.version})")
+    out.print(f"stored {info.type} {credential_id!r}: {info.state.value} (version {info.version})")
+
+
+def _refuse_existing(manager: CredentialManager, credential_id: str, principal: str) -> None:
+    """``add`` creates; an existing id is changed with ``update`` or freed with ``purge``."""
+    try:
+        info = manager.info(credential_id, principal=principal)
+    except NotFound:
+        return
+    hint = (
+        f"'credman purge {credential_id}' frees the id"
+        if info.state == State.REVOKED
+        else f"'credman update {credential_id}' changes it"
+    )
+    raise CredentialValidationError(
+        f"credential_id: {credential_id!r} already exists ({info.state.value.lower()}); {hint}",
+        fields=("credential_id",),
+        credential_id=credential_id,
+    )
 
 
 OAUTH_SECRET_ENV, OAUTH_SECRET_FILE = secret_options("client-secret")
@@ -49,12 +103,15 @@ def add_oauth2(
     access_token_file: Annotated[str | None, ACCESS_FILE] = None,
     refresh_token_env: Annotated[str | None, REFRESH_ENV] = None,
     refresh_token_file: Annotated[str | None, REFRESH_FILE] = None,
+    probe_url: ProbeUrl = None,
+    probe_expect: ProbeExpect = "200",
 ) -> None:
     """Store OAuth2 tokens (refresh-token or client-credentials grant)."""
     _store(
         ctx,
         credential_id,
         lambda: OAuth2(
+            probe=probe_of(probe_url, probe_expect),
             token_url=token_url,
             client_id=client_id,
             scope=scope,
@@ -74,25 +131,28 @@ def add_oauth2(
     )
 
 
-KEY_ENV, KEY_FILE = secret_options("key")
+KEY_ENV, KEY_FILE = secret_options("api-key")
 
 
 @add_app.command("api-key")
 def add_api_key(
     ctx: typer.Context,
     credential_id: Annotated[str, typer.Argument(metavar="ID")],
-    key_env: Annotated[str | None, KEY_ENV] = None,
-    key_file: Annotated[str | None, KEY_FILE] = None,
+    api_key_env: Annotated[str | None, KEY_ENV] = None,
+    api_key_file: Annotated[str | None, KEY_FILE] = None,
     header: Annotated[str | None, typer.Option(help="Header name (default X-API-Key).")] = None,
     query_param: Annotated[str | None, typer.Option(help="Send as this query parameter.")] = None,
     prefix: Annotated[str, typer.Option(help="Prefix, e.g. 'Bearer '.")] = "",
+    probe_url: ProbeUrl = None,
+    probe_expect: ProbeExpect = "200",
 ) -> None:
     """Store an API key sent in a header or a query parameter."""
     _store(
         ctx,
         credential_id,
         lambda: ApiKey(
-            key=read_secret("key", key_env, key_file, required=True),
+            probe=probe_of(probe_url, probe_expect),
+            key=read_secret("api-key", api_key_env, api_key_file, required=True),
             header=header,
             query_param=query_param,
             prefix=prefix,
@@ -110,12 +170,15 @@ def add_basic(
     username: Annotated[str, typer.Option(help="User name.")],
     password_env: Annotated[str | None, PASSWORD_ENV] = None,
     password_file: Annotated[str | None, PASSWORD_FILE] = None,
+    probe_url: ProbeUrl = None,
+    probe_expect: ProbeExpect = "200",
 ) -> None:
     """Store HTTP Basic credentials."""
     _store(
         ctx,
         credential_id,
         lambda: BasicAuth(
+            probe=probe_of(probe_url, probe_expect),
             username=username,
             password=read_secret("password", password_env, password_file, required=True),
         ),
@@ -132,12 +195,15 @@ def add_bearer(
     token_env: Annotated[str | None, TOKEN_ENV] = None,
     token_file: Annotated[str | None, TOKEN_FILE] = None,
     expires_in: Annotated[int | None, typer.Option(help="Lifetime in seconds.")] = None,
+    probe_url: ProbeUrl = None,
+    probe_expect: ProbeExpect = "200",
 ) -> None:
     """Store a static bearer token."""
     _store(
         ctx,
         credential_id,
         lambda: BearerToken(
+            probe=probe_of(probe_url, probe_expect),
             token=read_secret("token", token_env, token_file, required=True),
             expires_in=expires_in,
         ),
@@ -160,12 +226,15 @@ def add_jwt(
     algorithm: Annotated[str, typer.Option(help="Signing algorithm.")] = "RS256",
     key_id: Annotated[str | None, typer.Option(help="Key id (kid) header.")] = None,
     scope: Annotated[str | None, typer.Option(help="Space-separated scopes.")] = None,
+    probe_url: ProbeUrl = None,
+    probe_expect: ProbeExpect = "200",
 ) -> None:
     """Store an RFC 7523 JWT bearer assertion grant."""
     _store(
         ctx,
         credential_id,
         lambda: JWTBearer(
+            probe=probe_of(probe_url, probe_expect),
             token_url=token_url,
             issuer=issuer,
             subject=subject,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from credman.cli.context import open_manager, options
-from credman.cli.output import err, out, when
+from credman.cli.output import JsonFlag, err, out, print_json, table, when
 from credman.errors import CredentialValidationError
 
 __all__ = ["audit_app", "register"]
@@ -20,7 +19,8 @@ audit_app = typer.Typer(help="The tamper-evident audit trail.")
 def audit_verify(
     ctx: typer.Context,
     anchor: Annotated[
-        str | None, typer.Option(help="A head kept elsewhere, SEQ:HASH, that must still be there.")
+        str | None,
+        typer.Option(metavar="SEQ:HASH", help="A head kept elsewhere that must still be there."),
     ] = None,
 ) -> None:
     """Recompute the hash chain; exit 1 naming the first bad row if it is broken."""
@@ -52,9 +52,14 @@ def audit_head(ctx: typer.Context) -> None:
 @audit_app.command("tail")
 def audit_tail(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("-n", "--limit", help="How many events.")] = 20,
+    limit: Annotated[
+        int, typer.Option("-n", "--limit", metavar="N", min=1, help="How many events.")
+    ] = 20,
     denied: Annotated[bool, typer.Option("--denied", help="Only access denials.")] = False,
-    principal: Annotated[str | None, typer.Option("--who", help="Only this principal.")] = None,
+    principal: Annotated[
+        str | None, typer.Option("--who", metavar="PRINCIPAL", help="Only this principal.")
+    ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """The newest audit events."""
     with open_manager(ctx) as manager:
@@ -64,19 +69,33 @@ def audit_tail(
             subject=principal,
             outcome="denied" if denied else None,
         )
-    table = Table("seq", "at", "principal", "action", "credential", "outcome", "detail")
+    if as_json:
+        print_json(
+            [
+                {
+                    "seq": event.seq,
+                    "at": event.at,
+                    "principal": event.principal,
+                    "action": event.action,
+                    "credential_id": event.credential_id,
+                    "outcome": event.outcome,
+                    "detail": dict(event.detail),
+                }
+                for event in events
+            ]
+        )
+        return
+    shown = table("seq", "at", "principal", "action", "credential", "outcome")
     for event in events:
-        detail = " ".join(f"{k}={v}" for k, v in sorted(event.detail.items()))
-        table.add_row(
+        shown.add_row(
             str(event.seq),
-            when(event.at),
+            when(event.at).removesuffix("+00:00").replace("T", " "),
             event.principal,
             event.action,
             event.credential_id or "-",
             event.outcome,
-            detail,
         )
-    out.print(table)
+    out.print(shown)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,124 +1,178 @@
-"""Commands on one credential or the list of them: status, history, list, token, refresh,
-test, revoke."""
+"""Commands on one credential or the list of them: list, status, history, token, header,
+refresh, test, revoke."""
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from credman.cli.context import open_manager, options
-from credman.cli.output import out, when
+from credman.cli.output import JsonFlag, ago, err, info_record, out, print_json, table, when
 from credman.errors import CredentialUnusable
-from credman.lifecycle import ApiKey, Credential
-from credman.manager import CredentialInfo
+from credman.lifecycle import ApiKey, BasicAuth, Credential
 
 __all__ = ["register"]
 
-
-def _info_table(infos: list[CredentialInfo]) -> Table:
-    table = Table("id", "type", "state", "version", "expires", "next due", "key")
-    for info in infos:
-        table.add_row(
-            info.instance_id,
-            info.type,
-            info.state,
-            str(info.version),
-            when(info.expires_at),
-            when(info.next_due_at),
-            str(info.key_version or "-"),
-        )
-    return table
-
-
-def status(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """A credential's state and metadata (no secret values)."""
-    with open_manager(ctx) as manager:
-        info = manager.info(credential_id, principal=options(ctx).principal)
-    table = Table("field", "value", show_header=False)
-    for name in ("instance_id", "type", "state", "version", "attempts", "last_error"):
-        table.add_row(name, str(getattr(info, name) or "-"))
-    for name in ("created_at", "updated_at", "expires_at", "next_due_at", "lease_until"):
-        table.add_row(name, when(getattr(info, name)))
-    for name, value in sorted(info.metadata.items()):
-        table.add_row(f"metadata.{name}", str(value))
-    out.print(table)
-
-
-def history(
-    ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")]
-) -> None:
-    """Every transition of a credential, oldest first."""
-    with open_manager(ctx) as manager:
-        steps = manager.history(credential_id, principal=options(ctx).principal)
-    table = Table("at", "from", "to", "trigger", "principal", "version", "reason")
-    for step in steps:
-        table.add_row(
-            when(step.at),
-            step.from_state or "-",
-            step.to_state,
-            step.trigger,
-            step.principal,
-            str(step.version),
-            step.reason or "",
-        )
-    out.print(table)
+CredentialId = Annotated[str, typer.Argument(metavar="ID", help="The credential id.")]
 
 
 def list_credentials(
     ctx: typer.Context,
-    state: Annotated[str | None, typer.Option(help="Only credentials in this state.")] = None,
+    state: Annotated[
+        str | None, typer.Option(metavar="STATE", help="Only credentials in this state.")
+    ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """The credentials you may see."""
     with open_manager(ctx) as manager:
         infos = manager.list(principal=options(ctx).principal, state=state and state.upper())
-    out.print(_info_table(infos))
-
-
-def revoke(
-    ctx: typer.Context,
-    credential_id: Annotated[str, typer.Argument(metavar="ID")],
-    reason: Annotated[str, typer.Option(help="Why (recorded in history).")],
-) -> None:
-    """Revoke a credential for good: its secret material is destroyed, its history kept."""
-    with open_manager(ctx) as manager:
-        info = manager.revoke(credential_id, principal=options(ctx).principal, reason=reason)
-    out.print(f"revoked {info.instance_id!r} (version {info.version})")
-
-
-def token(
-    ctx: typer.Context,
-    credential_id: Annotated[str, typer.Argument(metavar="ID")],
-    principal: Annotated[
-        str | None, typer.Option("--principal", help="Who asks (overrides the global option).")
-    ] = None,
-) -> None:
-    """Print a currently valid token (refreshing first if due): for scripts and pipes."""
-    with open_manager(ctx) as manager:
-        credential = manager.get(credential_id, principal=principal or options(ctx).principal)
-    value = _token_of(credential)
-    if value is None:
-        raise CredentialUnusable(
-            credential_id, "ACTIVE", f"a {credential.kind} credential has no token"
+    if as_json:
+        print_json([info_record(info) for info in infos])
+        return
+    rows = table("id", "type", "state", "v", "expires", "next due")
+    for info in infos:
+        record = info_record(info)
+        rows.add_row(
+            record["credential_id"],
+            info.type,
+            info.state.value,
+            str(info.version),
+            ago(info.expires_at),
+            ago(info.next_due_at),
         )
-    sys.stdout.write(value + "\n")
+    out.print(rows)
 
 
-def _token_of(credential: Credential) -> str | None:
-    for name in ("access_token", "token"):
+def status(ctx: typer.Context, credential_id: CredentialId, as_json: JsonFlag = False) -> None:
+    """A credential's state and metadata (no secret values)."""
+    with open_manager(ctx) as manager:
+        info = manager.info(credential_id, principal=options(ctx).principal)
+    record = info_record(info)
+    if as_json:
+        print_json(record)
+        return
+    rows = table("field", "value")
+    rows.show_header = False
+    for name in ("credential_id", "type", "state", "version", "attempts", "key_version"):
+        value = record[name]
+        rows.add_row(name, "-" if value is None else str(getattr(value, "value", value)))
+    rows.add_row("last_error", record["last_error"] or "-")
+    for name in ("created_at", "updated_at", "expires_at", "next_due_at"):
+        moment = record[name]
+        rows.add_row(name, f"{when(moment)}  ({ago(moment)})" if moment else "-")
+    for name, value in sorted(info.metadata.items()):
+        rows.add_row(f"metadata.{name}", str(value))
+    out.print(rows)
+
+
+def history(ctx: typer.Context, credential_id: CredentialId, as_json: JsonFlag = False) -> None:
+    """Every transition of a credential, oldest first."""
+    with open_manager(ctx) as manager:
+        steps = manager.history(credential_id, principal=options(ctx).principal)
+    if as_json:
+        print_json(
+            [
+                {
+                    "at": step.at,
+                    "from_state": step.from_state,
+                    "to_state": step.to_state,
+                    "trigger": step.trigger,
+                    "principal": step.principal,
+                    "version": step.version,
+                    "reason": step.reason,
+                }
+                for step in steps
+            ]
+        )
+        return
+    rows = table("at", "from", "to", "trigger", "by", "v")
+    for step in steps:
+        why = f" ({step.reason})" if step.reason else ""
+        rows.add_row(
+            when(step.at).removesuffix("+00:00").replace("T", " "),
+            step.from_state or "-",
+            step.to_state,
+            step.trigger + why,
+            step.principal,
+            str(step.version),
+        )
+    out.print(rows)
+
+
+def token(ctx: typer.Context, credential_id: CredentialId) -> None:
+    """Print the bare secret a request needs (refreshing first if due): for scripts.
+
+    An access token, a bearer token or an API key, always without a prefix or header
+    name; ``credman header ID`` prints the whole header line.
+    """
+    with open_manager(ctx) as manager:
+        credential = manager.get(credential_id, principal=options(ctx).principal)
+    typer.echo(_bare_secret(credential_id, credential))
+
+
+def _bare_secret(credential_id: str, credential: Credential) -> str:
+    for name in ("access_token", "token", "key"):
         secret = getattr(credential, name, None)
         if secret is not None:
             return str(secret.reveal())
+    raise CredentialUnusable(
+        credential_id,
+        "usable",
+        f"a {credential.kind} credential has no single token (try credman header)",
+    )
+
+
+def header(ctx: typer.Context, credential_id: CredentialId) -> None:
+    """Print the ready header line, e.g. ``Authorization: Bearer ...`` (curl -H "$(...)")."""
+    with open_manager(ctx) as manager:
+        credential = manager.get(credential_id, principal=options(ctx).principal)
+    typer.echo(_header_line(credential_id, credential))
+
+
+def _header_line(credential_id: str, credential: Credential) -> str:
+    if isinstance(credential, BasicAuth):
+        import base64
+
+        pair = f"{credential.username}:{credential.password.reveal()}".encode()
+        return f"Authorization: Basic {base64.b64encode(pair).decode()}"
     if isinstance(credential, ApiKey):
-        return credential.prefix + credential.key.reveal()
-    return None
+        if credential.query_param:
+            raise CredentialUnusable(
+                credential_id, "usable", "this API key goes in a query parameter, not a header"
+            )
+        name = credential.header or "X-API-Key"
+        return f"{name}: {credential.prefix}{credential.key.reveal()}"
+    return f"Authorization: Bearer {_bare_secret(credential_id, credential)}"
 
 
-def test_credential(
-    ctx: typer.Context, credential_id: Annotated[str, typer.Argument(metavar="ID")]
+def refresh(
+    ctx: typer.Context,
+    credential_id: CredentialId,
+    force: Annotated[bool, typer.Option("--force", help="Refresh even if not due.")] = False,
 ) -> None:
+    """Refresh an OAuth2 or JWT credential now (--force) or if it is due; exit 1 on failure."""
+    with open_manager(ctx) as manager:
+        before = manager.info(credential_id, principal=options(ctx).principal)
+        info = manager.refresh(credential_id, principal=options(ctx).principal, force=force)
+    if info.last_error and info.attempts > before.attempts:
+        # the provider failed but the current token still works: say so, and fail
+        err.print(
+            f"error: refresh of {credential_id!r} failed: {info.last_error}; the current "
+            f"token still works until {when(info.expires_at)}, next try {ago(info.next_due_at)}",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    if info.version == before.version:
+        due = f" (next refresh due {ago(info.next_due_at)})" if info.next_due_at else ""
+        out.print(f"{credential_id!r} needs no refresh yet{due}; --force refreshes now")
+        return
+    out.print(
+        f"refreshed {credential_id!r}: version {info.version}, expires {ago(info.expires_at)}"
+    )
+
+
+def test_credential(ctx: typer.Context, credential_id: CredentialId) -> None:
     """Apply the credential to its probe request; exit 1 if it does not work."""
     with open_manager(ctx) as manager:
         result = manager.test(credential_id, principal=options(ctx).principal)
@@ -131,26 +185,24 @@ def test_credential(
         raise typer.Exit(1)
 
 
-def refresh(
+def revoke(
     ctx: typer.Context,
-    credential_id: Annotated[str, typer.Argument(metavar="ID")],
-    force: Annotated[bool, typer.Option("--force", help="Refresh even if not due.")] = False,
+    credential_id: CredentialId,
+    reason: Annotated[str, typer.Option(metavar="TEXT", help="Why (recorded in history).")],
 ) -> None:
-    """Refresh an OAuth credential now (with --force) or if it is due."""
+    """Revoke a credential for good: its secret material is destroyed, its history kept."""
     with open_manager(ctx) as manager:
-        info = manager.refresh(credential_id, principal=options(ctx).principal, force=force)
-    out.print(
-        f"{info.instance_id!r}: {info.state} (version {info.version}), "
-        f"expires {when(info.expires_at)}"
-    )
+        info = manager.revoke(credential_id, principal=options(ctx).principal, reason=reason)
+    out.print(f"revoked {credential_id!r} (version {info.version})")
 
 
 def register(app: typer.Typer) -> None:
     """Add the credential commands to the root app."""
+    app.command("list")(list_credentials)
     app.command()(status)
     app.command()(history)
-    app.command("list")(list_credentials)
-    app.command()(revoke)
     app.command()(token)
-    app.command("test")(test_credential)
+    app.command()(header)
     app.command()(refresh)
+    app.command("test")(test_credential)
+    app.command()(revoke)

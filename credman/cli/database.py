@@ -24,7 +24,7 @@ def init(ctx: typer.Context) -> None:
         if not provider.path.exists():
             raise
         out.print(f"key file {provider.path} exists; keeping it")
-    with open_manager(ctx) as manager:
+    with open_manager(ctx, create=True) as manager:
         out.print(f"database ready at {manager.database_url}")
 
 
@@ -32,7 +32,7 @@ def migrate(ctx: typer.Context) -> None:
     """Upgrade the database schema to this version's (also done on every start)."""
     from credman.storage import migrate as migrations
 
-    with open_manager(ctx) as manager:
+    with open_manager(ctx, create=True) as manager:
         revision = migrations.current_revision(manager._engine)
     out.print(f"database {manager.database_url} at schema revision {revision}")
 

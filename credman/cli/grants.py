@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from credman.cli.context import open_manager, options
-from credman.cli.output import out, when
+from credman.cli.output import JsonFlag, out, print_json, table, when
 
 __all__ = ["register"]
 
@@ -17,7 +16,7 @@ def grant(
     ctx: typer.Context,
     grantee: Annotated[str, typer.Argument(metavar="PRINCIPAL")],
     pattern: Annotated[str, typer.Argument(metavar="PATTERN")],
-    permissions: Annotated[list[str], typer.Argument(metavar="PERMISSION...")],
+    permissions: Annotated[list[str], typer.Argument(metavar="PERMISSION")],
 ) -> None:
     """Grant permissions (use, manage, audit, admin) on ids matching PATTERN."""
     with open_manager(ctx) as manager:
@@ -39,20 +38,35 @@ def ungrant(
 def grants(
     ctx: typer.Context,
     grantee: Annotated[str | None, typer.Argument(metavar="[PRINCIPAL]")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """The grants in force."""
     with open_manager(ctx) as manager:
         rows = manager.grants(principal=options(ctx).principal, grantee=grantee)
-    table = Table("principal", "pattern", "permissions", "granted by", "at")
+    if as_json:
+        print_json(
+            [
+                {
+                    "principal": row.principal,
+                    "pattern": row.pattern,
+                    "permissions": sorted(row.permissions),
+                    "created_by": row.created_by,
+                    "created_at": row.created_at,
+                }
+                for row in rows
+            ]
+        )
+        return
+    shown = table("principal", "pattern", "permissions", "granted by", "at")
     for row in rows:
-        table.add_row(
+        shown.add_row(
             row.principal,
             row.pattern,
             ",".join(sorted(row.permissions)),
             row.created_by,
-            when(row.created_at),
+            when(row.created_at)[:10],
         )
-    out.print(table)
+    out.print(shown)
 
 
 def register(app: typer.Typer) -> None:
