@@ -2,6 +2,7 @@
 
     CredentialError                  base: catch this to catch everything credman means
     ├── NotFound                     no credential (or grant) with that id
+    ├── Unauthenticated              the caller could not be identified (no, bad, expired token)
     ├── AccessDenied                 the principal lacks the permission; audited as a security event
     ├── InvalidTransition            the lifecycle has no such edge from the current state,
     │                                or a guard refused it; nothing changed
@@ -33,6 +34,7 @@ __all__ = [
     "NotFound",
     "RefreshFailed",
     "StorageError",
+    "Unauthenticated",
 ]
 
 
@@ -93,6 +95,7 @@ _ACTIONS = {
     "lease_expired": "taken back from its refresher",
     "expire": "expired",
     "revoke": "revoked",
+    "purge": "purged (only a revoked credential can be)",
 }
 _GUARDS = {
     "refreshable": "it has no way to get a new token (only OAuth2 with a refresh token or "
@@ -137,6 +140,10 @@ class CredentialUnusable(CredentialError):
         self.state = state
 
 
+class Unauthenticated(CredentialError):
+    """The caller could not be identified: no token, or a malformed, unknown, expired one."""
+
+
 class DecryptionError(CredentialError):
     """A ciphertext failed to open: tampered, misplaced or under an unknown key."""
 
@@ -158,7 +165,7 @@ class StorageError(CredentialError):
 
 
 class RefreshFailed(CredentialError):
-    """The token endpoint did not yield a token; ``permanent`` means re-authorisation is needed."""
+    """The token endpoint did not yield a token; ``permanent`` means re-authorization is needed."""
 
     def __init__(
         self,

@@ -137,7 +137,7 @@ def test_add_refuses_an_existing_id(cli: Cli) -> None:
         K="sk_first",
     )
     line = cli.error("add", "api-key", "stripe", "--api-key-env", "K", K="sk_second")
-    assert "already exists" in line and "credman update stripe" in line
+    assert "'stripe' already exists (active); update it instead" in line
     assert "Authorization: Bearer sk_first\n" == cli.ok("header", "stripe")
 
 
@@ -151,6 +151,17 @@ def test_update_changes_named_fields_and_keeps_the_rest(cli: Cli) -> None:
     cli.ok("update", "stripe", "--secret-env", "key=K2", "--reason", "rotated", K2="sk_new")
     assert "Authorization: Bearer sk_new\n" == cli.ok("header", "stripe")
     assert 2 == json.loads(cli.ok("status", "stripe", "--json"))["version"]
+
+
+def test_purge_frees_a_revoked_id(cli: Cli) -> None:
+    """`purge` refuses a live credential; after `revoke`, `purge` lets `add` reuse the id."""
+    cli.ok("add", "bearer", "t", "--token-env", "T", T="old")
+    assert "cannot be purged" in cli.error("purge", "t")
+    cli.ok("revoke", "t", "--reason", "rotated")
+    assert "purge it first" in cli.error("add", "bearer", "t", "--token-env", "T", T="new")
+    cli.ok("purge", "t")
+    cli.ok("add", "bearer", "t", "--token-env", "T", T="new")
+    assert "new\n" == cli.ok("token", "t")
 
 
 def test_token_prints_the_bare_secret_and_header_the_line(cli: Cli) -> None:

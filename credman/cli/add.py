@@ -10,7 +10,7 @@ import typer
 from credman.cli.context import open_manager, options
 from credman.cli.output import out
 from credman.cli.secret_input import read_secret, secret_options
-from credman.errors import CredentialValidationError, NotFound
+from credman.errors import CredentialValidationError
 from credman.lifecycle import (
     ApiKey,
     BasicAuth,
@@ -19,9 +19,7 @@ from credman.lifecycle import (
     JWTBearer,
     OAuth2,
     Probe,
-    State,
 )
-from credman.manager import CredentialManager
 
 __all__ = ["ProbeExpect", "ProbeUrl", "add_app", "probe_of", "register"]
 
@@ -53,29 +51,13 @@ def probe_of(url: str | None, expect: str) -> Probe | None:
 
 
 def _store(ctx: typer.Context, credential_id: str, build: Callable[[], Credential]) -> None:
+    """Store a new credential; an existing id is refused (``update`` changes it)."""
     credential = build()
     with open_manager(ctx) as manager:
-        _refuse_existing(manager, credential_id, options(ctx).principal)
-        info = manager.store(credential_id, credential, principal=options(ctx).principal)
+        info = manager.store(
+            credential_id, credential, principal=options(ctx).principal, create_only=True
+        )
     out.print(f"stored {info.type} {credential_id!r}: {info.state.value} (version {info.version})")
-
-
-def _refuse_existing(manager: CredentialManager, credential_id: str, principal: str) -> None:
-    """``add`` creates; an existing id is changed with ``update`` or freed with ``purge``."""
-    try:
-        info = manager.info(credential_id, principal=principal)
-    except NotFound:
-        return
-    hint = (
-        f"'credman purge {credential_id}' frees the id"
-        if info.state == State.REVOKED
-        else f"'credman update {credential_id}' changes it"
-    )
-    raise CredentialValidationError(
-        f"credential_id: {credential_id!r} already exists ({info.state.value.lower()}); {hint}",
-        fields=("credential_id",),
-        credential_id=credential_id,
-    )
 
 
 OAUTH_SECRET_ENV, OAUTH_SECRET_FILE = secret_options("client-secret")

@@ -12,14 +12,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import typer
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from credman.config import Settings
-from credman.errors import StorageError
 from credman.manager import CredentialManager
 
 __all__ = ["Options", "open_manager", "operator_principal", "options"]
@@ -53,26 +49,12 @@ class Options:
     def manager(self, *, create: bool = False) -> CredentialManager:
         """Open the manager these options name; only ``create`` may create or migrate."""
         settings = Settings.from_env(database_url=self.database_url, key_file=self.key_file)
-        if not create:
-            _require_sqlite_file(settings.database_url)
         return CredentialManager(
             self.database_url,
             self.key_file,
             admins=(*settings.admins, operator_principal()),
             migrate_schema=create,
         )
-
-
-def _require_sqlite_file(url: str) -> None:
-    """A missing SQLite file is reported, not created (the engine would create it)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return  # the manager names the bad URL
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
-        path = Path(parsed.database).expanduser()
-        if not path.is_file():
-            raise StorageError(f"no credman database at {path} (run credman init)")
 
 
 def options(ctx: typer.Context) -> Options:

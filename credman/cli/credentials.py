@@ -10,7 +10,6 @@ import typer
 from credman.cli.context import open_manager, options
 from credman.cli.output import JsonFlag, ago, err, info_record, out, print_json, table, when
 from credman.errors import CredentialUnusable
-from credman.lifecycle import ApiKey, BasicAuth, Credential
 
 __all__ = ["register"]
 
@@ -104,46 +103,27 @@ def token(ctx: typer.Context, credential_id: CredentialId) -> None:
     """Print the bare secret a request needs (refreshing first if due): for scripts.
 
     An access token, a bearer token or an API key, always without a prefix or header
-    name; ``credman header ID`` prints the whole header line.
+    name; ``credman header ID`` prints the whole header line. Needs only ``use``.
     """
     with open_manager(ctx) as manager:
-        credential = manager.get(credential_id, principal=options(ctx).principal)
-    typer.echo(_bare_secret(credential_id, credential))
-
-
-def _bare_secret(credential_id: str, credential: Credential) -> str:
-    for name in ("access_token", "token", "key"):
-        secret = getattr(credential, name, None)
-        if secret is not None:
-            return str(secret.reveal())
-    raise CredentialUnusable(
-        credential_id,
-        "usable",
-        f"a {credential.kind} credential has no single token (try credman header)",
-    )
+        access = manager.access(credential_id, principal=options(ctx).principal)
+    if access.token is None:
+        raise CredentialUnusable(
+            credential_id, "usable", "it has no single token (try credman header)"
+        )
+    typer.echo(access.token.reveal())
 
 
 def header(ctx: typer.Context, credential_id: CredentialId) -> None:
     """Print the ready header line, e.g. ``Authorization: Bearer ...`` (curl -H "$(...)")."""
     with open_manager(ctx) as manager:
-        credential = manager.get(credential_id, principal=options(ctx).principal)
-    typer.echo(_header_line(credential_id, credential))
-
-
-def _header_line(credential_id: str, credential: Credential) -> str:
-    if isinstance(credential, BasicAuth):
-        import base64
-
-        pair = f"{credential.username}:{credential.password.reveal()}".encode()
-        return f"Authorization: Basic {base64.b64encode(pair).decode()}"
-    if isinstance(credential, ApiKey):
-        if credential.query_param:
-            raise CredentialUnusable(
-                credential_id, "usable", "this API key goes in a query parameter, not a header"
-            )
-        name = credential.header or "X-API-Key"
-        return f"{name}: {credential.prefix}{credential.key.reveal()}"
-    return f"Authorization: Bearer {_bare_secret(credential_id, credential)}"
+        access = manager.access(credential_id, principal=options(ctx).principal)
+    if not access.headers:
+        raise CredentialUnusable(
+            credential_id, "usable", "it goes in a query parameter, not a header"
+        )
+    for name, value in access.headers.items():
+        typer.echo(f"{name}: {value}")
 
 
 def refresh(

@@ -30,10 +30,8 @@ def init(ctx: typer.Context) -> None:
 
 def migrate(ctx: typer.Context) -> None:
     """Upgrade the database schema to this version's (also done on every start)."""
-    from credman.storage import migrate as migrations
-
     with open_manager(ctx, create=True) as manager:
-        revision = migrations.current_revision(manager._engine)
+        revision = manager.migrate()
     out.print(f"database {manager.database_url} at schema revision {revision}")
 
 

@@ -17,6 +17,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from credman.models import CredentialInfo
+
 __all__ = [
     "JsonFlag",
     "ago",
@@ -88,10 +90,10 @@ def print_json(document: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Non
     typer.echo(json.dumps(_plain(document), indent=2, sort_keys=False))
 
 
-def info_record(info: Any) -> dict[str, Any]:
+def info_record(info: CredentialInfo) -> dict[str, Any]:
     """A ``CredentialInfo`` as the stable JSON record of ``list``/``status``."""
     return {
-        "credential_id": _credential_id(info),
+        "credential_id": info.credential_id,
         "type": info.type,
         "state": info.state,
         "version": info.version,
@@ -104,8 +106,3 @@ def info_record(info: Any) -> dict[str, Any]:
         "key_version": info.key_version,
         "metadata": dict(info.metadata),
     }
-
-
-def _credential_id(info: Any) -> str:
-    name = "credential_id" if hasattr(info, "credential_id") else "instance_id"
-    return str(getattr(info, name))

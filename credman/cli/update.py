@@ -1,9 +1,9 @@
-"""``credman update ID``: change named fields, keep the rest.
+"""``credman update ID`` (change named fields, keep the rest) and ``credman purge ID``.
 
 ``update`` reads the whole credential, replaces only the fields named on the command line
 (public ones with ``--set NAME=VALUE``, secrets with ``--secret-env NAME=VAR`` or
 ``--secret-file NAME=PATH``, ``-`` for stdin) and stores it again as a new version;
-the type cannot change. It is audited like every write.
+the type cannot change. Both are audited like every write.
 """
 
 from __future__ import annotations
@@ -117,6 +117,17 @@ def _secret_name(name: str, secrets: set[str]) -> str:
     return name
 
 
+def purge(
+    ctx: typer.Context,
+    credential_id: Annotated[str, typer.Argument(metavar="ID", help="A revoked credential.")],
+) -> None:
+    """Remove a revoked credential's row so its id can be used again (history and audit stay)."""
+    with open_manager(ctx) as manager:
+        manager.purge(credential_id, principal=options(ctx).principal)
+    out.print(f"purged {credential_id!r}: the id is free; its history and audit trail remain")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``update`` to the root app."""
+    """Add ``update`` and ``purge`` to the root app."""
     app.command()(update)
+    app.command()(purge)
