@@ -2,6 +2,8 @@
 
     CredentialError                  base: catch this to catch everything credman means
     ├── NotFound                     no credential (or grant) with that id
+    ├── Unauthenticated              no, bad, expired or revoked principal token
+    │   └── TooManyAttempts          too many failed authentications: wait ``retry_after`` seconds
     ├── AccessDenied                 the principal lacks the permission; audited as a security event
     ├── InvalidTransition            the lifecycle has no such edge from the current state,
     │                                or a guard refused it; nothing changed
@@ -33,6 +35,8 @@ __all__ = [
     "NotFound",
     "RefreshFailed",
     "StorageError",
+    "TooManyAttempts",
+    "Unauthenticated",
 ]
 
 
@@ -46,6 +50,18 @@ class CredentialError(Exception):
 
 class NotFound(CredentialError):
     """No credential (or grant) exists under that id."""
+
+
+class Unauthenticated(CredentialError):
+    """The caller could not be identified; the message never says which check failed."""
+
+
+class TooManyAttempts(Unauthenticated):
+    """Too many failed authentications from one source or for one token id; retry later."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AccessDenied(CredentialError):
