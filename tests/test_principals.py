@@ -41,7 +41,9 @@ def test_every_single_character_change_breaks_the_checksum_or_the_secret() -> No
     """Changing any one character of the checksum or id part makes parse_token refuse it."""
     _, token = new_token()
     for position in [4, 10, len(token) - 1]:
-        changed = token[:position] + ("x" if token[position] != "x" else "y") + token[position + 1 :]
+        changed = (
+            token[:position] + ("x" if token[position] != "x" else "y") + token[position + 1 :]
+        )
         assert parse_token(changed) is None
 
 
@@ -151,7 +153,8 @@ def test_a_source_is_locked_after_many_failures(manager: CredentialManager) -> N
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45", 45), ("2w", 1209600)]
+    ("text", "seconds"),
+    [("90d", 90 * 86400), ("12h", 43200), ("30m", 1800), ("45", 45), ("2w", 1209600)],
 )
 def test_durations(text: str, seconds: int) -> None:
     """parse_duration reads the CLI's --expires-in forms."""
