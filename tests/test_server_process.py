@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servicekit import free_port, issue_tls
 
 from credman import BearerToken, CredentialManager, Permission
-from servicekit import free_port, issue_tls
 
 WORKER = Path(__file__).with_name("_serve_process.py")
 ADMIN = "admin"
@@ -67,7 +67,7 @@ def _load(
                     json=body,
                     headers={"Authorization": f"Bearer {token}"},
                 )
-            except httpx.TransportError as exc:
+            except httpx.TransportError:
                 results.append((index, 0))
                 return
             results.append((index, response.status_code))
