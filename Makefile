@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench diagrams openapi clean
+.PHONY: demo test lint typecheck pytest bench diagrams openapi bench-server clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP)
 
 diagrams: $(STAMP)
 	$(BIN)/credman diagram -o diagrams
+
+bench-server: $(STAMP)
+	$(BIN)/python -m bench.server_auth
 
 openapi: $(STAMP)
 	$(BIN)/python -m credman.server openapi > docs/openapi.json
