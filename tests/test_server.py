@@ -394,3 +394,35 @@ def test_the_whole_credential_needs_read(
     response = service.call("GET", "/v1/credentials/github-x/secret", reader)
     assert ("bearer", github) == (response.json()["type"], response.json()["token"])
     assert "no-store" == response.headers["cache-control"]
+
+
+def test_unix_socket_serves_the_same_api(
+    mgr: CredentialManager, worker: str, tmp_path: Path, canary: Callable[[str], str]
+) -> None:
+    """Over --uds a component gets its material; audit rows name the peer 'unix'."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from credman.server import create_app
+
+    github, _ = _store_keys(mgr, canary)
+    path = tmp_path / "credman.sock"
+    server = uvicorn.Server(uvicorn.Config(create_app(mgr), uds=str(path), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        thread.join(0.02)
+    transport = httpx.HTTPTransport(uds=str(path))
+    try:
+        with httpx.Client(transport=transport, base_url="http://credman") as client:
+            auth = {"Authorization": f"Bearer {worker}"}
+            got = client.post("/v1/credentials/github-x/access", headers=auth)
+            client.post("/v1/credentials/stripe/access", headers=auth)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert f"Bearer {github}" == got.json()["headers"]["Authorization"]
+    (denied,) = mgr.audit_events(principal=ADMIN, outcome="denied", credential_id="stripe")
+    assert "unix" == denied.detail["peer"]
