@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 
 from credman import ApiKey, BasicAuth, CredentialManager, OAuth2, Permission
-from credman.notify import CredentialEvent
+from credman.notify import CredentialEvent, WebhookNotifier
+from credman.testing import time_machine
 
 mgr = CredentialManager(
     "sqlite:///./credman.db", "./credman.key"
@@ -63,3 +64,21 @@ with CredentialManager("sqlite:///./other.db", "./credman.key", hooks=[events.ap
 
 # configuration from the environment takes only the constructor's keywords
 CredentialManager.from_env(bogus=1)  # type: ignore[call-arg]
+
+# a credential test, as the README shows it
+mgr.store(
+    "api",
+    ApiKey(key="k", probe={"url": "https://api.example/me", "expect": [200]}),
+    principal="admin",
+)
+
+# notifications: the built-in webhook is a hook too
+hooked = CredentialManager(
+    "sqlite:///./hooked.db",
+    "./credman.key",
+    hooks=[WebhookNotifier("https://hooks.example/credman", b"shared-secret"), print],
+)
+
+# time-frozen tests of your own code
+with time_machine(mgr, "2026-01-01 00:00:00") as clock:
+    refreshed: int = clock.advance(minutes=56).refreshed
