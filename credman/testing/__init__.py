@@ -24,7 +24,7 @@ from credman.errors import CredentialError
 
 if TYPE_CHECKING:
     from credman.manager import CredentialManager
-    from credman.refresh import TickReport
+    from credman.sweep import TickReport
 
 __all__ = ["TimeMachine", "time_machine"]
 
