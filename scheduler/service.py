@@ -19,7 +19,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
 
-from credman.sweep import TickReport
+from credman import TickReport
 
 if TYPE_CHECKING:
     from credman.manager import CredentialManager

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 from credman.errors import CredentialError
 
 if TYPE_CHECKING:
-    from credman.manager import CredentialManager
-    from credman.sweep import TickReport
+    from credman import CredentialManager, TickReport
 
 __all__ = ["TimeMachine", "time_machine"]
 
