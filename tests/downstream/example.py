@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import httpx
 
-from credman import ApiKey, BasicAuth, CredentialManager, OAuth2, Permission
-from credman.notify import CredentialEvent, WebhookNotifier
+from credman import (
+    Access,
+    ApiKey,
+    BasicAuth,
+    CredentialEvent,
+    CredentialManager,
+    OAuth2,
+    Permission,
+    WebhookNotifier,
+)
 from credman.testing import time_machine
 
 mgr = CredentialManager(
@@ -42,9 +50,11 @@ mgr.store(
 mgr.store("legacy", BasicAuth(username="svc", password="..."), principal="admin")
 mgr.grant("sync-worker", "github-*", {Permission.USE}, principal="admin")
 
-cred = mgr.get("github-prod", principal="sync-worker", as_type=OAuth2)  # refreshed first if due
+cred = mgr.get("github-prod", principal="admin", as_type=OAuth2)  # READ: the whole credential
 token: str | None = cred.access_token.reveal() if cred.access_token else None
 
+access: Access = mgr.access("github-prod", principal="sync-worker", min_ttl=30)
+headers: dict[str, str] = dict(access.headers)
 with httpx.Client(auth=mgr.auth("github-prod", principal="sync-worker")) as client:
     client.get("https://api.github.com/user")  # injected; a 401 refreshes once and retries
 
