@@ -362,11 +362,33 @@ class JWTBearer(Credential, _Expiring):
             raise ValueError(
                 "private_key: a PEM key for RS/PS/ES algorithms, a shared secret for HS"
             )
+        if pem:
+            _check_private_key(self.private_key.reveal(), self.algorithm)
         return self
 
     @classmethod
     def can_refresh(cls, public: Mapping[str, Any], secret_names: Collection[str]) -> bool:
         return True
+
+
+def _check_private_key(pem: str, algorithm: str) -> None:
+    """The PEM opens as an unencrypted private key of the algorithm's family (at store time,
+    not at the first refresh)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(
+            "private_key: not a readable PEM private key (unencrypted PKCS#8 or PKCS#1/SEC1)"
+        ) from None
+    rsa_family = algorithm[:2] in ("RS", "PS")
+    if not isinstance(key, rsa.RSAPrivateKey if rsa_family else ec.EllipticCurvePrivateKey):
+        raise ValueError(
+            f"private_key: {algorithm} needs {'an RSA' if rsa_family else 'an EC'} key"
+        )
 
 
 CREDENTIAL_TYPES: dict[str, type[Credential]] = {

@@ -19,9 +19,8 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
 
-from credman import TickReport
-
 if TYPE_CHECKING:
+    from credman import TickReport
     from credman.manager import CredentialManager
 
 __all__ = ["CredentialScheduler"]

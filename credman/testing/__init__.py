@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from credman.errors import CredentialError
 
 if TYPE_CHECKING:
-    from credman import CredentialManager, TickReport
+    from credman import TickReport
+    from credman.manager import CredentialManager
 
 __all__ = ["TimeMachine", "time_machine"]
 

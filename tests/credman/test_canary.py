@@ -160,13 +160,13 @@ def test_cli_output_carries_no_secret(tmp_path: Path, canary: Callable[[str], st
     }
     commands = [
         ["init"],
-        ["add", "api-key", "k", "--key-env", "SECRET_VALUE"],
+        ["add", "api-key", "k", "--api-key-env", "SECRET_VALUE"],
         ["add", "basic", "b", "--username", "u", "--password-env", "SECRET_VALUE"],
         ["add", "basic", "bad", "--username", "a:b", "--password-env", "SECRET_VALUE"],
         ["-v", "status", "k"],
         ["-v", "list"],
         ["history", "b"],
-        ["--principal", "intruder", "status", "k"],
+        ["--as", "intruder", "status", "k"],
         ["audit", "tail", "-n", "100"],
         ["revoke", "k", "--reason", "done"],
     ]
