@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import sys
@@ -16,6 +15,7 @@ from typing import Any, cast
 from transitions.extensions.diagrams import GraphMachine
 from transitions.extensions.diagrams_pygraphviz import Graph
 
+from credman.errors import CredentialError
 from credman.lifecycle.machine import EDGES
 from credman.lifecycle.states import State
 
@@ -476,8 +476,12 @@ class _EdgePerTriggerGraph(Graph):
 
 def _graph(title: str) -> Any:
     """A fresh pygraphviz graph of the lifecycle, built by transitions from the table."""
-    if importlib.util.find_spec("pygraphviz") is None:
-        raise RuntimeError("SVG diagrams need pygraphviz: pip install 'credman[diagrams]'")
+    try:
+        import pygraphviz  # noqa: F401  (the optional 'diagrams' extra; generate() draws with it)
+    except ImportError:
+        raise CredentialError(
+            "SVG diagrams need the 'diagrams' extra (pygraphviz): pip install 'credman[diagrams]'"
+        ) from None
     spec: list[dict[str, Any]] = [
         {
             "trigger": e.trigger,

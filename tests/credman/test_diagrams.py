@@ -24,7 +24,7 @@ from credman.diagrams import (
 )
 
 EDGES = lifecycle.EDGES
-DIAGRAMS = Path(__file__).resolve().parent.parent / "diagrams"
+DIAGRAMS = Path(__file__).resolve().parents[2] / "diagrams"
 STALE = "diagrams/{} is stale: run `credman diagram -o diagrams` and commit the result"
 SVG = "{http://www.w3.org/2000/svg}"
 
