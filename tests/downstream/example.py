@@ -41,8 +41,10 @@ mgr.store(
 mgr.store("legacy", BasicAuth(username="svc", password="..."), principal="admin")
 mgr.grant("sync-worker", "github-*", {Permission.USE}, principal="admin")
 
-cred = mgr.get("github-prod", principal="sync-worker", as_type=OAuth2)  # refreshed first if due
-token: str | None = cred.access_token.reveal() if cred.access_token else None
+acc = mgr.access("github-prod", principal="sync-worker")  # refreshed first if due; audited
+headers: dict[str, str] = dict(acc.headers)  # what to put on the request (`use` suffices)
+cred = mgr.get("github-prod", principal="admin", as_type=OAuth2)  # the whole credential: `read`
+secret: str | None = cred.client_secret.reveal() if cred.client_secret else None
 
 with httpx.Client(auth=mgr.auth("github-prod", principal="sync-worker")) as client:
     client.get("https://api.github.com/user")  # injected; a 401 refreshes once and retries
