@@ -42,7 +42,7 @@ from credman.notify import Hook, Notifier
 from credman.principals import PrincipalInfo, Principals
 from credman.probes import ProbeResult, Probes
 from credman.refresher import Refresher
-from credman.storage import make_engine, migrate
+from credman.storage import describe_failure, make_engine, migrate
 from credman.sweep import Sweep, TickReport
 from credman.validation import check_credential_id
 
@@ -164,7 +164,7 @@ class CredentialManager:
         try:
             return call()
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot prepare the database: {type(exc).__name__}") from None
+            raise StorageError(describe_failure(exc, self._engine)) from None
         except CredentialError:
             raise
         except Exception as exc:  # alembic: a revision this code does not know

@@ -5,7 +5,14 @@ transactions that :mod:`credman.storage.engine` opens.
 """
 
 from credman.storage import audit, engine, grants, keys, migrate, principals, repository
-from credman.storage.engine import checkpoint, is_sqlite, make_engine, read, write
+from credman.storage.engine import (
+    checkpoint,
+    describe_failure,
+    is_sqlite,
+    make_engine,
+    read,
+    write,
+)
 from credman.storage.records import (
     AuditRecord,
     CredentialRecord,
@@ -24,6 +31,7 @@ __all__ = [
     "PrincipalRecord",
     "audit",
     "checkpoint",
+    "describe_failure",
     "engine",
     "grants",
     "is_sqlite",
