@@ -3,6 +3,8 @@
     CredentialError                  base: catch this to catch everything credman means
     ├── NotFound                     no credential (or grant) with that id
     ├── AccessDenied                 the principal lacks the permission; audited as a security event
+    ├── Unauthenticated              the caller could not be identified (no, bad or expired token)
+    ├── RateLimited                  too many requests or failed authentications; see .retry_after
     ├── InvalidTransition            the lifecycle has no such edge from the current state,
     │                                or a guard refused it; nothing changed
     ├── CredentialValidationError    bad input; the message names the field
@@ -31,8 +33,10 @@ __all__ = [
     "InvalidTransition",
     "KeyringError",
     "NotFound",
+    "RateLimited",
     "RefreshFailed",
     "StorageError",
+    "Unauthenticated",
 ]
 
 
@@ -59,6 +63,20 @@ class AccessDenied(CredentialError):
         )
         self.principal = principal
         self.permission = permission
+
+
+class Unauthenticated(CredentialError):
+    """The caller could not be identified: no token, a malformed, unknown, expired or revoked one."""
+
+
+class RateLimited(CredentialError):
+    """Too many requests (or failed authentications); try again after ``retry_after`` seconds."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, credential_id: str | None = None
+    ) -> None:
+        super().__init__(message, credential_id=credential_id)
+        self.retry_after = retry_after
 
 
 class InvalidTransition(CredentialError):
