@@ -2,9 +2,9 @@
 
     CredentialError                  base: catch this to catch everything credman means
     ├── NotFound                     no credential (or grant) with that id
+    ├── Unauthenticated              the caller could not be identified (no, bad, expired or revoked token)
+    │   └── TooManyAttempts          too many failed authentications: wait ``retry_after`` seconds
     ├── AccessDenied                 the principal lacks the permission; audited as a security event
-    ├── Unauthenticated              the caller could not be identified (no, bad or expired token)
-    ├── RateLimited                  too many requests or failed authentications; see .retry_after
     ├── InvalidTransition            the lifecycle has no such edge from the current state,
     │                                or a guard refused it; nothing changed
     ├── CredentialValidationError    bad input; the message names the field
@@ -33,9 +33,9 @@ __all__ = [
     "InvalidTransition",
     "KeyringError",
     "NotFound",
-    "RateLimited",
     "RefreshFailed",
     "StorageError",
+    "TooManyAttempts",
     "Unauthenticated",
 ]
 
@@ -52,6 +52,18 @@ class NotFound(CredentialError):
     """No credential (or grant) exists under that id."""
 
 
+class Unauthenticated(CredentialError):
+    """The caller could not be identified; the message never says which check failed."""
+
+
+class TooManyAttempts(Unauthenticated):
+    """Too many failed authentications from one source or for one token id; retry later."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class AccessDenied(CredentialError):
     """The principal has no grant for this operation; the denial is audited."""
 
@@ -63,20 +75,6 @@ class AccessDenied(CredentialError):
         )
         self.principal = principal
         self.permission = permission
-
-
-class Unauthenticated(CredentialError):
-    """The caller could not be identified: no token, a malformed, unknown, expired or revoked one."""
-
-
-class RateLimited(CredentialError):
-    """Too many requests (or failed authentications); try again after ``retry_after`` seconds."""
-
-    def __init__(
-        self, message: str, *, retry_after: float | None = None, credential_id: str | None = None
-    ) -> None:
-        super().__init__(message, credential_id=credential_id)
-        self.retry_after = retry_after
 
 
 class InvalidTransition(CredentialError):

@@ -8,6 +8,7 @@ Nothing here ever puts the principal token into a message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -25,8 +26,9 @@ from credman.errors import (
     CredentialValidationError,
     InvalidTransition,
     NotFound,
-    RateLimited,
+    RefreshFailed,
     StorageError,
+    TooManyAttempts,
     Unauthenticated,
 )
 
@@ -146,17 +148,23 @@ def _fields(problem: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
+_TRANSITION = re.compile(r"invalid transition: '(?P<trigger>[^']*)' from state (?P<state>\w+)")
+_UNUSABLE = re.compile(r"credential .* is (?P<state>[A-Z_]+): ")
+
+
 def _conflict(
     problem: Mapping[str, Any], detail: str, credential_id: str | None
 ) -> CredentialError:
-    kind = str(problem.get("type", ""))
-    if "concurrent" in kind or "version" in kind:
-        return ConcurrentUpdate(detail, credential_id=credential_id)
-    if "unusable" in kind:
-        state = str(problem.get("state", "unusable"))
-        return CredentialUnusable(credential_id or "?", state, detail)
-    state = str(problem.get("state", "?"))
-    return InvalidTransition(credential_id, state, str(problem.get("trigger", "?")))
+    """409: which conflict, from the problem's ``error`` member or else its detail."""
+    named = str(problem.get("error", ""))
+    transition, unusable = _TRANSITION.match(detail), _UNUSABLE.match(detail)
+    if named == "InvalidTransition" or (not named and transition):
+        state, trigger = (transition["state"], transition["trigger"]) if transition else ("?", "?")
+        return InvalidTransition(credential_id, state, trigger)
+    if named == "CredentialUnusable" or (not named and unusable):
+        state = unusable["state"] if unusable else str(problem.get("state", "?"))
+        return CredentialUnusable(credential_id or "?", state, detail.rpartition(": ")[2])
+    return ConcurrentUpdate(detail, credential_id=credential_id)
 
 
 def error_for(
@@ -180,10 +188,12 @@ def error_for(
         return NotFound(detail, credential_id=credential_id)
     if status in (409, 410):
         return _conflict(problem, detail, credential_id)
+    if status == 502:
+        permanent = problem.get("permanent") is True
+        return RefreshFailed(detail, permanent=permanent, credential_id=credential_id)
     if status == 429:
-        return RateLimited(
-            detail, retry_after=_retry_after(headers, problem), credential_id=credential_id
-        )
+        wait = _retry_after(headers, problem)
+        return TooManyAttempts(detail, retry_after=1.0 if wait is None else wait)
     if status == 503:
         return StorageError(detail, credential_id=credential_id)
     return ServiceError(f"the service answered {status}: {detail}", status=status)
