@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench diagrams clean
+.PHONY: demo test lint typecheck pytest bench bench-service diagrams clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The service and its client: cached and remote access(), token checks, throughput (~1 min).
+bench-service: $(STAMP)
+	$(BIN)/python -m bench.service
 
 diagrams: $(STAMP)
 	$(BIN)/credman diagram -o diagrams
