@@ -18,6 +18,8 @@ from credman.errors import (
     NotFound,
     RefreshFailed,
     StorageError,
+    TooManyAttempts,
+    Unauthenticated,
 )
 from credman.lifecycle import (
     ApiKey,
@@ -30,6 +32,7 @@ from credman.lifecycle import (
     State,
 )
 from credman.manager import CredentialInfo, CredentialManager, Transition
+from credman.principals import PrincipalInfo
 
 __all__ = [
     "AccessDenied",
@@ -54,11 +57,14 @@ __all__ = [
     "NotFound",
     "OAuth2",
     "Permission",
+    "PrincipalInfo",
     "RefreshFailed",
     "Secret",
     "State",
     "StorageError",
+    "TooManyAttempts",
     "Transition",
+    "Unauthenticated",
 ]
 
 logger.disable("credman")  # a library stays quiet unless the application enables it

@@ -50,6 +50,7 @@ from credman.lifecycle import (
     fire,
 )
 from credman.notify import CredentialEvent, Hook
+from credman.principals import PrincipalService
 from credman.refresh import is_refreshable
 from credman.storage import engine as storage
 from credman.storage import migrate, repository
@@ -204,6 +205,11 @@ class ManagerBase:
         self._keyring: Keyring = self._provider.load()  # no key, no start
         self._keyring_lock = threading.Lock()
         self._audit = AuditLog(self._keyring.audit_key())
+        self._principals = PrincipalService(
+            token_key=self._keyring.principal_token_key(),
+            record_key=self._keyring.principal_record_key(),
+            audit=self._audit,
+        )
         self._access = AccessPolicy(settings.admins if admins is None else admins)
         self._policy = refresh_policy or RefreshPolicy()
         self._clock = clock or _utcnow

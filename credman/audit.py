@@ -14,8 +14,11 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -24,7 +27,7 @@ from credman.errors import AuditError
 from credman.storage.engine import read
 from credman.storage.tables import AuditEventRow, AuditHeadRow
 
-__all__ = ["GENESIS", "AuditEvent", "AuditLog", "AuditReport"]
+__all__ = ["GENESIS", "AuditEvent", "AuditLog", "AuditReport", "audit_context"]
 
 GENESIS = "0" * 64
 _EVENTS = AuditEventRow.__table__  # type: ignore[attr-defined]
@@ -34,6 +37,21 @@ _MAX_DETAIL_TEXT = 200
 _LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
 _INSERT_EVENT = insert(_EVENTS)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
+_NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
+_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("credman_audit_context", default=_NO_CONTEXT)
+
+
+@contextmanager
+def audit_context(**detail: str | int | None) -> Iterator[None]:
+    """Add ``detail`` (e.g. ``request_id``, ``peer``) to every audit row written inside.
+
+    A context variable, so it follows the request into the threads that serve it.
+    """
+    token = _CONTEXT.set({**_CONTEXT.get(), **_check_detail(detail)})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +127,7 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
     ) -> int:
         """Append one event inside the caller's transaction; return its sequence number."""
-        detail = _check_detail(detail or {})
+        detail = _check_detail({**_CONTEXT.get(), **(detail or {})})
         at = at.astimezone(UTC)
         head = connection.execute(_LOCK_HEAD).one()
         seq = head.seq + 1

@@ -2,7 +2,7 @@
 
     CredentialError                  base: catch this to catch everything credman means
     ├── NotFound                     no credential (or grant) with that id
-    ├── Unauthenticated              the caller could not be identified (no, bad, expired or revoked token)
+    ├── Unauthenticated              no, bad, expired or revoked principal token
     │   └── TooManyAttempts          too many failed authentications: wait ``retry_after`` seconds
     ├── AccessDenied                 the principal lacks the permission; audited as a security event
     ├── InvalidTransition            the lifecycle has no such edge from the current state,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from datetime import timedelta
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,7 +35,7 @@ from credman.access import (
     check_principal,
     parse_permissions,
 )
-from credman.audit import AuditEvent, AuditReport
+from credman.audit import AuditEvent, AuditReport, audit_context
 from credman.auth import CredentialAuth
 from credman.errors import (
     CredentialUnusable,
@@ -47,6 +50,12 @@ from credman.lifecycle import (
     next_due_at,
 )
 from credman.notify import CredentialEvent, EventKind
+from credman.principals import (
+    AuthThrottle,
+    PrincipalInfo,
+    check_description,
+    check_expires_in,
+)
 from credman.refresh import (
     ensure_usable,
     is_refreshable,
@@ -381,3 +390,93 @@ class CredentialManager(Maintenance):
             )
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read the audit trail: {type(exc).__name__}") from None
+
+    # -- principals (component identity) --------------------------------------------------
+
+    def add_principal(
+        self,
+        name: str,
+        *,
+        expires_in: timedelta | float | None = None,
+        description: str | None = None,
+        principal: str,
+    ) -> tuple[PrincipalInfo, str]:
+        """Create a principal (admin); its token is returned once and never stored."""
+        check_principal(name)
+        lifetime = check_expires_in(expires_in)
+        description = check_description(description)
+        with self._operation("principal_add", principal, None) as connection:
+            self._require_admin(connection, principal)
+            act = Act(connection, principal, frozenset(), self._now())
+            info, token = self._principals.add(
+                connection,
+                name,
+                expires_in=lifetime,
+                description=description,
+                by=principal,
+                now=act.now,
+            )
+            self._audit_ok(act, "principal_add", None, subject=name, token_id=info.token_id)
+        logger.info("added principal {!r} (token id {})", name, info.token_id)
+        return info, token
+
+    def list_principals(self, *, principal: str) -> builtins.list[PrincipalInfo]:
+        """Every principal, by name (admin); tokens are never shown, only their public ids."""
+        with self._operation("principal_list", principal, None, writes=False) as connection:
+            self._require_admin(connection, principal)
+            return self._principals.list(connection)
+
+    def rotate_principal(
+        self, name: str, *, principal: str, expires_in: timedelta | float | None = None
+    ) -> tuple[PrincipalInfo, str]:
+        """A new token for ``name`` (admin); the old token is refused from now on."""
+        check_principal(name)
+        lifetime = check_expires_in(expires_in)
+        with self._operation("principal_rotate", principal, None) as connection:
+            self._require_admin(connection, principal)
+            act = Act(connection, principal, frozenset(), self._now())
+            info, token = self._principals.rotate(
+                connection, name, expires_in=lifetime, now=act.now
+            )
+            self._audit_ok(act, "principal_rotate", None, subject=name, token_id=info.token_id)
+        logger.info("rotated the token of principal {!r}", name)
+        return info, token
+
+    def revoke_principal(self, name: str, *, principal: str) -> PrincipalInfo:
+        """Refuse ``name``'s token from the next request on (admin)."""
+        check_principal(name)
+        with self._operation("principal_revoke", principal, None) as connection:
+            self._require_admin(connection, principal)
+            act = Act(connection, principal, frozenset(), self._now())
+            info = self._principals.revoke(connection, name, now=act.now)
+            self._audit_ok(act, "principal_revoke", None, subject=name)
+        logger.info("revoked principal {!r}", name)
+        return info
+
+    def authenticate(self, token: str | None, *, source: str) -> str:
+        """The principal holding ``token``; Unauthenticated (audited) or TooManyAttempts."""
+        try:
+            return self._principals.authenticate(
+                partial(storage.write, self._engine), token, source=source[:100], now=self._now()
+            )
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"database error during authenticate: {type(exc).__name__}"
+            ) from None
+
+    def configure_auth_throttle(
+        self, *, max_failures: int, lockout: float, source_max_failures: int | None = None
+    ) -> None:
+        """Set how many failed authentications lock a token id (and a source) for how long."""
+        self._principals.throttle = AuthThrottle(
+            max_failures=max_failures, window=lockout, lockout=lockout
+        )
+        self._principals.source_throttle = AuthThrottle(
+            max_failures=source_max_failures or max_failures * 6, window=60.0, lockout=lockout
+        )
+
+    def request_context(
+        self, *, request_id: str, peer: str | None = None
+    ) -> AbstractContextManager[None]:
+        """Every audit row written inside carries ``request_id`` and ``peer`` (for adapters)."""
+        return audit_context(request_id=request_id, peer=peer)

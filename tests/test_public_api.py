@@ -21,6 +21,7 @@ API_MD_NAMES = {
     "CredentialValidationError",
     "DecryptionError",
     "RefreshFailed",
+    "Unauthenticated",
 }
 EXTRA_NAMES = {
     "AuditError",
@@ -33,7 +34,9 @@ EXTRA_NAMES = {
     "Grant",
     "KeyringError",
     "Secret",
+    "PrincipalInfo",
     "StorageError",
+    "TooManyAttempts",
     "Transition",
 }
 
