@@ -8,9 +8,10 @@ Nothing here ever puts the principal token into a message.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -72,11 +73,26 @@ def _path(credential_id: str, suffix: str = "") -> str:
 def _reader(adapter: TypeAdapter[T], what: str) -> Callable[[Any], T]:
     def parse(data: Any) -> T:
         try:
-            return adapter.validate_python(data)
+            return adapter.validate_python(_renamed(data))
         except ValidationError:
             raise ServiceError(f"the service answered a malformed {what}") from None
 
     return parse
+
+
+_INFO_ID = (
+    "credential_id" if "credential_id" in CredentialInfo.__dataclass_fields__ else "instance_id"
+)
+
+
+def _renamed(data: Any) -> Any:
+    """The wire calls a credential's id ``credential_id``; match the installed CredentialInfo."""
+    if isinstance(data, list):
+        return [_renamed(item) for item in data]
+    if isinstance(data, dict) and "credential_id" in data and "type" in data:
+        data = dict(data)
+        data[_INFO_ID] = data.pop("credential_id")
+    return data
 
 
 def access_call(
@@ -85,7 +101,7 @@ def access_call(
     """``POST /v1/credentials/{id}/access``: request material, optionally past a rejected one."""
     if not 0 <= min_ttl <= 86_400:
         raise CredentialValidationError("min_ttl: 0 to 86400 seconds", fields=("min_ttl",))
-    body: dict[str, Any] = {"min_ttl": min_ttl}
+    body: dict[str, Any] = {"min_ttl": math.ceil(min_ttl)}
     if rejected_version is not None:
         body["rejected_version"] = rejected_version
     path = _path(credential_id, "/access")
