@@ -80,9 +80,7 @@ def _reader(adapter: TypeAdapter[T], what: str) -> Callable[[Any], T]:
     return parse
 
 
-_INFO_ID = (
-    "credential_id" if "credential_id" in CredentialInfo.__dataclass_fields__ else "instance_id"
-)
+_INFO_ID = next(f.name for f in fields(CredentialInfo) if f.name.endswith("_id"))
 
 
 def _renamed(data: Any) -> Any:
