@@ -95,12 +95,16 @@ class AsyncClient:
         self, credential_id: str, version: int, *, min_ttl: float = DEFAULT_MIN_TTL
     ) -> Access:
         """Material newer than ``version``, which a resource refused (see ``Client``)."""
-        self._cache.drop(credential_id)
-        self._cache.count_refresh()
-        call = wire.access_call(credential_id, min_ttl=min_ttl, rejected_version=version)
-        access = await self._send(call)
-        self._cache.store(access)
-        return access
+        async with self._fetching.setdefault(credential_id, asyncio.Lock()):
+            cached = self._cache.peek(credential_id, min_ttl)
+            if cached is not None and cached.version != version:
+                return cached  # another caller here already got past the rejected version
+            self._cache.drop(credential_id)
+            self._cache.count_refresh()
+            call = wire.access_call(credential_id, min_ttl=min_ttl, rejected_version=version)
+            access = await self._send(call)
+            self._cache.store(access)
+            return access
 
     def auth(self, credential_id: str, *, min_ttl: float = DEFAULT_MIN_TTL) -> httpx.Auth:
         """``httpx.Auth`` for ``httpx.AsyncClient``: injects; a 401 gets one fresh version."""

@@ -98,12 +98,16 @@ class Client:
     ) -> Access:
         """Material newer than ``version``, which a resource refused (the server refreshes at
         most once per version); the answer replaces the cached entry."""
-        self._cache.drop(credential_id)
-        self._cache.count_refresh()
-        call = wire.access_call(credential_id, min_ttl=min_ttl, rejected_version=version)
-        access = self._send(call)
-        self._cache.store(access)
-        return access
+        with self._fetch_lock(credential_id):
+            cached = self._cache.peek(credential_id, min_ttl)
+            if cached is not None and cached.version != version:
+                return cached  # another caller here already got past the rejected version
+            self._cache.drop(credential_id)
+            self._cache.count_refresh()
+            call = wire.access_call(credential_id, min_ttl=min_ttl, rejected_version=version)
+            access = self._send(call)
+            self._cache.store(access)
+            return access
 
     def auth(self, credential_id: str, *, min_ttl: float = DEFAULT_MIN_TTL) -> httpx.Auth:
         """``httpx.Auth`` for ``httpx.Client``: injects; a 401 gets one fresh version, one retry."""
