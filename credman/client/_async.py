@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 
-from credman import Credential, CredentialInfo, Transition
+from credman import Credential, CredentialInfo, Grant, Permission, Transition
 from credman.client import _wire as wire
 from credman.client._access import Access
 from credman.client._auth import AsyncServiceAuth
@@ -121,6 +121,20 @@ class AsyncClient:
     async def history(self, credential_id: str) -> builtins.list[Transition]:
         """The credential's transitions, oldest first."""
         return await self._send(wire.history_call(credential_id))
+
+    async def grants(self, grantee: str | None = None) -> builtins.list[Grant]:
+        """Every grant, or those of ``grantee`` (admin)."""
+        return await self._send(wire.grants_call(grantee))
+
+    async def grant(
+        self, grantee: str, pattern: str, permissions: Iterable[str | Permission]
+    ) -> Grant:
+        """Give ``grantee`` permissions on credentials matching ``pattern`` (admin)."""
+        return await self._send(wire.grant_call(grantee, pattern, permissions))
+
+    async def ungrant(self, grantee: str, pattern: str) -> bool:
+        """Remove ``grantee``'s grant on ``pattern`` (admin); whether there was one."""
+        return await self._send(wire.ungrant_call(grantee, pattern))
 
     async def store(self, credential_id: str, credential: Credential) -> CredentialInfo:
         """Create or replace the credential (needs ``manage``)."""

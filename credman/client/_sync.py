@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 
-from credman import Credential, CredentialInfo, Transition
+from credman import Credential, CredentialInfo, Grant, Permission, Transition
 from credman.client import _wire as wire
 from credman.client._access import Access
 from credman.client._auth import ServiceAuth
@@ -124,6 +124,18 @@ class Client:
     def history(self, credential_id: str) -> builtins.list[Transition]:
         """The credential's transitions, oldest first."""
         return self._send(wire.history_call(credential_id))
+
+    def grants(self, grantee: str | None = None) -> builtins.list[Grant]:
+        """Every grant, or those of ``grantee`` (admin)."""
+        return self._send(wire.grants_call(grantee))
+
+    def grant(self, grantee: str, pattern: str, permissions: Iterable[str | Permission]) -> Grant:
+        """Give ``grantee`` permissions on credentials matching ``pattern`` (admin)."""
+        return self._send(wire.grant_call(grantee, pattern, permissions))
+
+    def ungrant(self, grantee: str, pattern: str) -> bool:
+        """Remove ``grantee``'s grant on ``pattern`` (admin); whether there was one."""
+        return self._send(wire.ungrant_call(grantee, pattern))
 
     def store(self, credential_id: str, credential: Credential) -> CredentialInfo:
         """Create or replace the credential (needs ``manage``)."""

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 from pydantic import TypeAdapter, ValidationError
 
-from credman import Credential, CredentialInfo, Transition
+from credman import Credential, CredentialInfo, Grant, Permission, Transition
 from credman.client._access import Access
 from credman.errors import (
     AccessDenied,
@@ -41,6 +41,9 @@ _ACCESS = TypeAdapter(Access)
 _INFO = TypeAdapter(CredentialInfo)
 _INFOS = TypeAdapter(list[CredentialInfo])
 _HISTORY = TypeAdapter(list[Transition])
+_GRANT = TypeAdapter(Grant)
+_GRANTS = TypeAdapter(list[Grant])
+_REMOVED = TypeAdapter(dict[str, bool])
 
 
 class ServiceError(CredentialError):
@@ -141,6 +144,25 @@ def refresh_call(credential_id: str, *, force: bool) -> Call[CredentialInfo]:
     """``POST /v1/credentials/{id}/refresh``."""
     path = _path(credential_id, "/refresh")
     return Call("POST", path, _reader(_INFO, "info"), {"force": force}, credential_id)
+
+
+def grants_call(grantee: str | None = None) -> Call[list[Grant]]:
+    """``GET /v1/grants``: every grant, or one principal's (admin)."""
+    path = "/v1/grants" if grantee is None else f"/v1/grants?principal={quote(grantee)}"
+    return Call("GET", path, _reader(_GRANTS, "grant list"))
+
+
+def grant_call(grantee: str, pattern: str, permissions: Iterable[str | Permission]) -> Call[Grant]:
+    """``POST /v1/grants``: give ``grantee`` permissions on ids matching ``pattern`` (admin)."""
+    body = {"principal": grantee, "pattern": pattern, "permissions": [str(p) for p in permissions]}
+    return Call("POST", "/v1/grants", _reader(_GRANT, "grant"), body)
+
+
+def ungrant_call(grantee: str, pattern: str) -> Call[bool]:
+    """``DELETE /v1/grants``: remove a grant (admin); whether there was one."""
+    query = f"principal={quote(grantee)}&pattern={quote(pattern, safe='')}"
+    removed = _reader(_REMOVED, "answer")
+    return Call("DELETE", f"/v1/grants?{query}", lambda data: removed(data).get("removed", False))
 
 
 def _retry_after(headers: Mapping[str, str], problem: Mapping[str, Any]) -> float | None:
