@@ -32,7 +32,7 @@ from sqlalchemy import Connection
 from credman.access import check_principal
 from credman.audit import AuditLog
 from credman.crypto.records import RecordMac
-from credman.crypto.tokens import new_token, parse_token, token_digest
+from credman.crypto.tokens import new_token, parse_token, token_digest, token_id_of
 from credman.errors import (
     CredentialValidationError,
     NotFound,
@@ -330,10 +330,12 @@ class PrincipalService:
         engine).
         """
         parts = parse_token(token) if token else None
-        keys = (f"source:{source}",) + ((f"token:{parts.token_id}",) if parts else ())
+        shaped_id = token_id_of(token)
+        keys = (f"source:{source}",) + ((f"token:{shaped_id}",) if shaped_id else ())
         self._check_throttles(keys, now)
         if token is None or parts is None:
-            self._refuse(engine_write, keys, "missing" if not token else "malformed", None, now)
+            reason = "missing" if not token else "malformed"
+            self._refuse(engine_write, keys, reason, shaped_id, now)
         with engine_write() as connection:
             record = rows.load_principal_by_token_id(connection, parts.token_id)
             reason = self._check(record, token, now)

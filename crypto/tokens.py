@@ -17,7 +17,7 @@ import secrets
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["PREFIX", "TokenParts", "new_token", "parse_token", "token_digest"]
+__all__ = ["PREFIX", "TokenParts", "new_token", "parse_token", "token_digest", "token_id_of"]
 
 PREFIX = "cmp"
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -68,6 +68,14 @@ def parse_token(text: object) -> TokenParts | None:
     if not hmac.compare_digest(_checksum(body), match.group(3)):
         return None
     return TokenParts(match.group(1))
+
+
+def token_id_of(text: object) -> str | None:
+    """The public id of anything shaped like a token, checksum or not (to throttle by id)."""
+    if not isinstance(text, str) or len(text) > 64:
+        return None
+    match = _SHAPE.fullmatch(text)
+    return None if match is None else match.group(1)
 
 
 def token_digest(key: bytes, token: str) -> str:
