@@ -28,7 +28,7 @@ from credman.errors import (
     Unauthenticated,
 )
 from credman.server import create_app
-from credman.testing.provider import TokenServer
+from credman.tokenserver import TokenServer
 
 ADMIN = "admin"
 WORKER = "sync-worker"
@@ -160,13 +160,14 @@ def test_cache_entry_ends_at_its_refresh_time(service: Service, clock: MovableCl
 
 def test_a_longer_min_ttl_is_a_miss(service: Service, clock: MovableClock) -> None:
     """Material cached for one need is not served to a caller that needs it to last longer."""
-    expires_at = datetime.now(UTC) + timedelta(seconds=300)
+    expires_at = datetime.now(UTC) + timedelta(seconds=600)
     service.manager.store(
         "github-x", BearerToken(token="t-1", expires_at=expires_at), principal=ADMIN
     )
-    with service.client(max_age=3600, clock=clock) as client:
+    with service.client(max_age=3600, headroom=5, clock=clock) as client:
         client.access("github-x", min_ttl=30)
-        client.access("github-x", min_ttl=200)
+        clock.now = expires_at - timedelta(seconds=200)
+        client.access("github-x", min_ttl=196)
         client.access("github-x", min_ttl=10)
         assert (1, 2) == (client.stats.hits, client.stats.misses)
 

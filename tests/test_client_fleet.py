@@ -21,7 +21,7 @@ from conftest import CLIENT, SECRET
 
 from credman import CredentialManager, OAuth2, Permission
 from credman.client import Client
-from credman.testing.provider import TokenServer
+from credman.tokenserver import TokenServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

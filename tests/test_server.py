@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import oauth_credential
+from servicekit import Clock, Service, real_now, running_service
 
 from credman import ApiKey, BearerToken, CredentialManager, OAuth2, Permission
 from credman.server import ServerSettings
 from credman.tokenserver import TokenServer
-from conftest import oauth_credential
-from servicekit import Clock, Service, real_now, running_service
 
 ADMIN = "admin"
 

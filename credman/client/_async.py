@@ -84,9 +84,10 @@ class AsyncClient:
         if cached is not None:
             return cached
         async with self._fetching.setdefault(credential_id, asyncio.Lock()):
-            cached = self._cache.peek(credential_id, min_ttl)
+            cached = self._cache.lookup(credential_id, min_ttl)  # filled while we waited?
             if cached is not None:
                 return cached
+            self._cache.count_miss()
             access = await self._send(wire.access_call(credential_id, min_ttl=min_ttl))
             self._cache.store(access)
             return access

@@ -3,7 +3,8 @@
 On a 401 from the resource the flow sends the version it used as ``rejected_version``; the
 server refreshes at most once per version (whichever component reports it first) and
 answers the current material to everyone else. The request is retried once, and only when
-the version moved on (retrying the same material would get the same 401).
+the version moved on (retrying the same material would get the same 401); when the server
+cannot replace the material (a static key: no refresh edge), the 401 is the answer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from credman.client._access import Access
-from credman.errors import CredentialError
+from credman.errors import CredentialError, InvalidTransition
 
 if TYPE_CHECKING:
     from credman.client._async import AsyncClient
@@ -51,9 +52,12 @@ class ServiceAuth(httpx.Auth):
         response = yield apply_access(request, access)
         if response.status_code != 401:
             return
-        fresh = self._client.access_after_rejection(
-            self._credential_id, access.version, min_ttl=self._min_ttl
-        )
+        try:
+            fresh = self._client.access_after_rejection(
+                self._credential_id, access.version, min_ttl=self._min_ttl
+            )
+        except InvalidTransition:  # nothing can replace this material: the 401 stands
+            return
         if fresh.version != access.version:
             yield apply_access(request, fresh)
 
@@ -90,8 +94,11 @@ class AsyncServiceAuth(httpx.Auth):
         response = yield apply_access(request, access)
         if response.status_code != 401:
             return
-        fresh = await self._client.access_after_rejection(
-            self._credential_id, access.version, min_ttl=self._min_ttl
-        )
+        try:
+            fresh = await self._client.access_after_rejection(
+                self._credential_id, access.version, min_ttl=self._min_ttl
+            )
+        except InvalidTransition:  # nothing can replace this material: the 401 stands
+            return
         if fresh.version != access.version:
             yield apply_access(request, fresh)

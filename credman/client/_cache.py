@@ -8,8 +8,9 @@ An entry serves a request for ``min_ttl`` seconds of validity while both hold:
   material's refresh time for that need; material without an expiry is bounded by
   ``max_age`` alone).
 
-A lookup does no I/O: a lock, a dictionary read and two comparisons. Every lookup is
-counted as a hit or a miss; the client counts the refreshes it asked the server for.
+A lookup does no I/O: a lock, a dictionary read and two comparisons. A hit is a call
+answered from memory (also after waiting for another thread's request to land); a miss is
+a call that sent a request; the client also counts the refreshes it asked the server for.
 Time comes from the ``clock`` callable, so tests move it instead of sleeping.
 """
 
@@ -63,22 +64,26 @@ class AccessCache:
         self._refreshes = 0
 
     def lookup(self, credential_id: str, min_ttl: float) -> Access | None:
-        """The cached material if it is fresh enough for ``min_ttl``; counts a hit or a miss."""
+        """The cached material if it is fresh enough for ``min_ttl`` (counted as a hit)."""
         now = self._clock()
         with self._lock:
             entry = self._entries.get(credential_id) if self.enabled else None
             if entry is not None and self._serves(entry, now, min_ttl):
                 self._hits += 1
                 return entry.access
-            self._misses += 1
             return None
 
     def peek(self, credential_id: str, min_ttl: float) -> Access | None:
-        """Like :meth:`lookup`, uncounted: for the second look after waiting on a fetch."""
+        """Like :meth:`lookup`, uncounted (the 401 path checks what is already here)."""
         now = self._clock()
         with self._lock:
             entry = self._entries.get(credential_id) if self.enabled else None
             return entry.access if entry and self._serves(entry, now, min_ttl) else None
+
+    def count_miss(self) -> None:
+        """Record a lookup that had to ask the server."""
+        with self._lock:
+            self._misses += 1
 
     def store(self, access: Access) -> None:
         """Keep ``access`` for up to ``max_age`` from now."""

@@ -86,9 +86,10 @@ class Client:
         if cached is not None:
             return cached
         with self._fetch_lock(credential_id):  # one request per credential at a time
-            cached = self._cache.peek(credential_id, min_ttl)
+            cached = self._cache.lookup(credential_id, min_ttl)  # filled while we waited?
             if cached is not None:
                 return cached
+            self._cache.count_miss()
             access = self._send(wire.access_call(credential_id, min_ttl=min_ttl))
             self._cache.store(access)
             return access
