@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -102,20 +102,35 @@ def _wait_ready(url: str, ca_file: Path, process: subprocess.Popen[bytes]) -> No
     raise RuntimeError("credman serve did not become ready in 60 s")
 
 
+SERVE = """
+import os
+from credman import CredentialManager
+from credman.server import load_settings, serve
+
+def manager(**options):
+    env = os.environ
+    return CredentialManager(env["CREDMAN_DATABASE_URL"], env["CREDMAN_KEY_FILE"], **options)
+
+raise SystemExit(serve(load_settings(), manager))
+"""
+
+
 @contextmanager
 def _server(site: Site) -> Iterator[str]:
-    """One ``credman serve --http`` process on loopback TLS (no scheduler); its URL."""
+    """One service process (what ``credman serve --http`` runs) on loopback TLS, no
+    scheduler; its URL."""
     port = _free_port()
     env = os.environ | {
         "CREDMAN_DATABASE_URL": site.database_url,
         "CREDMAN_KEY_FILE": str(site.key_file),
+        "CREDMAN_HTTP": f"127.0.0.1:{port}",
+        "CREDMAN_TLS_CERT": str(site.cert_file),
+        "CREDMAN_TLS_KEY": str(site.key_pem),
+        "CREDMAN_SCHEDULER": "0",
     }
-    command = [
-        *(str(Path(sys.executable).parent / "credman"), "serve"),
-        *("--http", f"127.0.0.1:{port}", "--no-scheduler"),
-        *("--tls-cert", str(site.cert_file), "--tls-key", str(site.key_pem)),
-    ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"https://127.0.0.1:{port}"
     try:
         _wait_ready(url, site.ca_file, process)
@@ -143,6 +158,12 @@ def _load(urls: list[str], token: str, site: Site, plan: Plan) -> dict[str, floa
     return dict(json.loads(done.stdout))
 
 
+def _in_process(manager: CredentialManager) -> Callable[[], object]:
+    """``mgr.access()`` where the facade has it, else ``mgr.get()`` (the same audited read)."""
+    access = getattr(manager, "access", None) or manager.get
+    return lambda: access(CREDENTIAL, principal=COMPONENT)
+
+
 def _latency(site: Site, plan: Plan) -> dict[str, Stats]:
     with CredentialManager(site.database_url, str(site.key_file)) as manager:
         token = _seed(manager)
@@ -154,7 +175,7 @@ def _latency(site: Site, plan: Plan) -> dict[str, Stats]:
             uncached, local = time_interleaved(
                 [
                     lambda: remote.access(CREDENTIAL),
-                    lambda: manager.access(CREDENTIAL, principal=COMPONENT),
+                    _in_process(manager),
                 ],
                 plan.remote,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import subprocess
 import sys
@@ -393,3 +394,14 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(service: Service) -> Non
     client = Client(service.serving.url, token=service.token)
     with client, pytest.raises(ServiceError):
         client.access("github-x")
+
+
+def test_the_token_reaches_no_log_line(service: Service, caplog: pytest.LogCaptureFixture) -> None:
+    """With httpx and httpcore logging at DEBUG, no log record carries the principal token."""
+    service.manager.store("github-x", ApiKey(key="k-1"), principal=ADMIN)
+    with caplog.at_level(logging.DEBUG), service.client(cache=False) as client:
+        client.access("github-x")
+        with pytest.raises(AccessDenied):
+            client.access("stripe")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert (True, False) == ("HTTP Request" in logged, service.token in logged)
