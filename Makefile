@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest bench bench-service diagrams clean
+.PHONY: demo test lint typecheck pytest bench bench-service diagrams openapi clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-service: $(STAMP)
 
 diagrams: $(STAMP)
 	$(BIN)/credman diagram -o diagrams
+
+openapi: $(STAMP)
+	$(BIN)/python -m credman.server openapi > docs/openapi.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo

@@ -334,8 +334,8 @@ class PrincipalService:
         keys = (f"source:{source}",) + ((f"token:{shaped_id}",) if shaped_id else ())
         self._check_throttles(keys, now)
         if token is None or parts is None:
-            reason = "missing" if not token else "malformed"
-            self._refuse(engine_write, keys, reason, shaped_id, now)
+            why = "missing" if not token else "malformed"
+            self._refuse(engine_write, keys, why, shaped_id, now)
         with engine_write() as connection:
             record = rows.load_principal_by_token_id(connection, parts.token_id)
             reason = self._check(record, token, now)

@@ -364,3 +364,19 @@ def test_the_401_path_refreshes_once_per_rejected_version(
     assert moved["version"] > first["version"]
     assert moved["version"] == again["version"]
     assert moved["headers"] != first["headers"]
+
+
+def test_storage_down_is_503(
+    service: Service, mgr: CredentialManager, worker: str, database_url: str
+) -> None:
+    """When the database cannot answer, requests and readiness get 503, not 500."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE credential RENAME TO credential_gone"))
+        connection.execute(text("ALTER TABLE audit_head RENAME TO audit_head_gone"))
+    engine.dispose()
+    listed = service.call("GET", "/v1/credentials", worker)
+    assert (503, "application/problem+json") == (listed.status_code, listed.headers["content-type"])
+    assert 503 == service.call("GET", "/readyz").status_code

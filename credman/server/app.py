@@ -26,7 +26,7 @@ from credman.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from credman.server.routes import router
 from credman.server.settings import ServerSettings
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "openapi_document"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
@@ -34,6 +34,18 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 def create_app(manager: CredentialManager, settings: ServerSettings | None = None) -> FastAPI:
     """The HTTP API over ``manager``."""
     settings = settings or ServerSettings()
+    app = _build(settings)
+    app.state.manager = manager
+    app.add_middleware(Edge, manager=manager, limit=settings.max_body_bytes)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of the API (``docs/openapi.json`` is a copy of it)."""
+    return _build(ServerSettings()).openapi()
+
+
+def _build(settings: ServerSettings) -> FastAPI:
     app = FastAPI(
         title="credman",
         version="1",
@@ -41,12 +53,10 @@ def create_app(manager: CredentialManager, settings: ServerSettings | None = Non
         docs_url=None,
         redoc_url=None,
     )
-    app.state.manager = manager
     app.state.metrics = ServerMetrics()
     problems.register(app)
     app.include_router(router)
     _health_routes(app)
-    app.add_middleware(Edge, manager=manager, limit=settings.max_body_bytes)
     return app
 
 
