@@ -26,6 +26,7 @@ from credman.errors import (
     AccessDenied,
     CredentialUnusable,
     CredentialValidationError,
+    TooManyAttempts,
     Unauthenticated,
 )
 from credman.server import create_app
@@ -405,3 +406,18 @@ def test_the_token_reaches_no_log_line(service: Service, caplog: pytest.LogCaptu
             client.access("stripe")
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert (True, False) == ("HTTP Request" in logged, service.token in logged)
+
+
+def test_repeated_bad_tokens_are_too_many_attempts_with_retry_after(service: Service) -> None:
+    """Past the failure limit for a token id the client raises TooManyAttempts with the
+    server's Retry-After."""
+    service.manager.configure_auth_throttle(max_failures=2, lockout=120)
+    wrong = service.token[:-1] + ("0" if service.token[-1] != "0" else "1")
+    url, ca = service.serving.url, service.serving.ca_file
+    with Client(url, token=wrong, verify=ca, cache=False) as client:
+        for _ in range(2):
+            with pytest.raises(Unauthenticated):
+                client.access("github-x")
+        with pytest.raises(TooManyAttempts) as caught:
+            client.access("github-x")
+    assert 0 < caught.value.retry_after <= 120
