@@ -72,6 +72,21 @@ class Site:
     key_pem: Path
 
 
+def _fsync_ms(directory: Path, samples: int = 50) -> dict[str, float]:
+    """How long an fsync takes on this disk now (each commit waits for one or more)."""
+    path = directory / "fsync-probe"
+    times = []
+    with path.open("wb") as handle:
+        for _ in range(samples):
+            handle.write(b"x" * 128)
+            handle.flush()
+            start = time.perf_counter()
+            os.fsync(handle.fileno())
+            times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"p50": round(times[samples // 2], 2), "p90": round(times[samples * 9 // 10], 2)}
+
+
 def _tls(directory: Path) -> tuple[Path, Path, Path]:
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1")
@@ -214,6 +229,10 @@ def _markdown(report: dict[str, object]) -> str:
         "",
         f"Machine: {_machine(report['machine'])}",
         "",
+        f"At the start: 1-minute load average {report['load_average_1min']} (2 cores, shared), "
+        f"fsync p50 / p90 {report['fsync_ms']['p50']} / {report['fsync_ms']['p90']} ms "
+        "(every audited access commits).",
+        "",
         "| operation | p50 | p99 | goal (p99) |",
         "|---|---|---|---|",
     ]
@@ -248,6 +267,8 @@ def run(plan: Plan) -> dict[str, object]:
         KeyFileProvider(key_file).create()
         ca_file, cert_file, key_pem = _tls(directory)
         sqlite = Site(f"sqlite:///{directory / 'bench.db'}", key_file, ca_file, cert_file, key_pem)
+        fsync = _fsync_ms(directory)
+        load_average = os.getloadavg()[0]
         latency = _latency(sqlite, plan)
         problem, version = postgres.unreachable()
         with ExitStack() as stack:
@@ -267,6 +288,8 @@ def run(plan: Plan) -> dict[str, object]:
         "clients": plan.clients,
         "load_seconds": plan.load_seconds,
         "throughput_engine": engine,
+        "fsync_ms": fsync,
+        "load_average_1min": round(load_average, 1),
         "latency": {name: asdict(stats) for name, stats in latency.items()},
         "throughput": throughput,
     }
