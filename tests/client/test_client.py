@@ -10,17 +10,15 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from _service import Serving, serve_tls
-from conftest import CLIENT, SECRET
 
-from credman import ApiKey, BearerToken, CredentialManager, OAuth2, Permission
+from credman import ApiKey, BearerToken, OAuth2
 from credman.client import AsyncClient, Client, ServiceError
 from credman.errors import (
     AccessDenied,
@@ -29,55 +27,13 @@ from credman.errors import (
     TooManyAttempts,
     Unauthenticated,
 )
-from credman.server import create_app
-from credman.tokenserver import TokenServer
 
-ADMIN = "admin"
-WORKER = "sync-worker"
+if TYPE_CHECKING:
+    from conftest import MovableClock, Service
 
+    from credman.tokenserver import TokenServer
 
-class MovableClock:
-    """A clock for the client's cache that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@dataclass
-class Service:
-    """A running service, its manager, and a worker principal's token."""
-
-    manager: CredentialManager
-    serving: Serving
-    token: str
-
-    def client(self, **options: object) -> Client:
-        return Client(self.serving.url, token=self.token, verify=self.serving.ca_file, **options)  # type: ignore[arg-type]
-
-    @property
-    def requests(self) -> int:
-        return self.serving.counter.requests
-
-
-@pytest.fixture
-def service(manager: CredentialManager, tmp_path: Path) -> Iterator[Service]:
-    """The service over ``manager`` on loopback TLS; WORKER may use ``github-*``."""
-    _, token = manager.add_principal(WORKER, principal=ADMIN)
-    manager.grant(WORKER, "github-*", {Permission.USE}, principal=ADMIN)
-    with serve_tls(create_app(manager), tmp_path) as serving:
-        yield Service(manager, serving, token)
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    """A movable clock for the client's cache."""
-    return MovableClock()
+ADMIN, WORKER = "admin", "sync-worker"
 
 
 def test_client_gets_material_of_a_granted_credential(
@@ -202,31 +158,12 @@ def test_ungrant_reaches_a_cached_client_within_max_age(
             client.access("github-x")
 
 
-@pytest.fixture
-def provider() -> Iterator[TokenServer]:
-    """The project's loopback OAuth provider (rotating refresh tokens)."""
-    with TokenServer(clients={CLIENT: SECRET}, access_token_lifetime=3600) as running:
-        yield running
-
-
-def _stale_oauth(provider: TokenServer) -> OAuth2:
-    """OAuth2 material whose access token the provider no longer accepts (a valid grant)."""
-    return OAuth2(
-        token_url=provider.url,
-        client_id=CLIENT,
-        client_secret=SECRET,
-        access_token="revoked-at-the-provider",
-        refresh_token=provider.grant(CLIENT),
-        expires_in=3600,
-    )
-
-
 def test_auth_after_a_401_asks_for_a_fresh_version_and_retries_once(
-    service: Service, provider: TokenServer
+    service: Service, provider: TokenServer, stale_oauth: OAuth2
 ) -> None:
     """A 401 at the resource sends rejected_version; the server refreshes once; the retry
     with the new version gets 200."""
-    service.manager.store("github-x", _stale_oauth(provider), principal=ADMIN)
+    service.manager.store("github-x", stale_oauth, principal=ADMIN)
     with service.client() as client, httpx.Client(auth=client.auth("github-x")) as http:
         response = http.get(provider.resource_url)
         stats = client.stats
@@ -277,7 +214,7 @@ def test_async_client_gets_material_and_caches_it(service: Service) -> None:
     service.manager.store("github-x", ApiKey(key="k-async"), principal=ADMIN)
 
     async def run() -> tuple[str, int]:
-        url, ca = service.serving.url, service.serving.ca_file
+        url, ca = service.url, service.ca_file
         async with AsyncClient(url, token=service.token, verify=ca) as client:
             first = await client.access("github-x")
             before = service.requests
@@ -287,12 +224,14 @@ def test_async_client_gets_material_and_caches_it(service: Service) -> None:
     assert ("k-async", 0) == asyncio.run(run())
 
 
-def test_async_auth_after_a_401_refreshes_once(service: Service, provider: TokenServer) -> None:
+def test_async_auth_after_a_401_refreshes_once(
+    service: Service, provider: TokenServer, stale_oauth: OAuth2
+) -> None:
     """AsyncClient.auth() reports the rejected version and retries with the fresh one."""
-    service.manager.store("github-x", _stale_oauth(provider), principal=ADMIN)
+    service.manager.store("github-x", stale_oauth, principal=ADMIN)
 
     async def run() -> int:
-        url, ca = service.serving.url, service.serving.ca_file
+        url, ca = service.url, service.ca_file
         client = AsyncClient(url, token=service.token, verify=ca)
         async with client, httpx.AsyncClient(auth=client.auth("github-x")) as http:
             return (await http.get(provider.resource_url)).status_code
@@ -304,7 +243,7 @@ def test_bad_tokens_are_unauthenticated_and_never_echoed(service: Service) -> No
     """A changed token is Unauthenticated; neither the message nor the repr shows a token."""
     service.manager.store("github-x", ApiKey(key="k-1"), principal=ADMIN)
     wrong = service.token[:-1] + ("0" if service.token[-1] != "0" else "1")
-    url, ca = service.serving.url, service.serving.ca_file
+    url, ca = service.url, service.ca_file
     with Client(url, token=wrong, verify=ca) as client, pytest.raises(Unauthenticated) as caught:
         client.access("github-x")
     shown = f"{caught.value} {caught.value!r} {client!r}"
@@ -367,9 +306,9 @@ def test_client_process_holds_neither_key_file_nor_database_url(
     workdir = tmp_path / "component"
     workdir.mkdir()
     env = {
-        "CREDMAN_URL": service.serving.url,
+        "CREDMAN_URL": service.url,
         "CREDMAN_TOKEN": service.token,
-        "CREDMAN_CA": str(service.serving.ca_file),
+        "CREDMAN_CA": str(service.ca_file),
     }
     done = subprocess.run(
         [sys.executable, "-c", CHILD], env=env, cwd=workdir, capture_output=True, timeout=60
@@ -384,15 +323,15 @@ def test_client_process_holds_neither_key_file_nor_database_url(
 def test_ssl_context_is_accepted_as_verify(service: Service) -> None:
     """verify= may be a ready SSLContext trusting the service's CA."""
     service.manager.store("github-x", ApiKey(key="k-1"), principal=ADMIN)
-    context = ssl.create_default_context(cafile=str(service.serving.ca_file))
-    url = service.serving.url
+    context = ssl.create_default_context(cafile=str(service.ca_file))
+    url = service.url
     with Client(url, token=service.token, verify=context) as client:
         assert "k-1" == client.access("github-x").headers["X-API-Key"]
 
 
 def test_a_client_that_does_not_trust_the_ca_is_refused(service: Service) -> None:
     """Without the test CA, the TLS handshake fails: a ServiceError, no material."""
-    client = Client(service.serving.url, token=service.token)
+    client = Client(service.url, token=service.token)
     with client, pytest.raises(ServiceError):
         client.access("github-x")
 
@@ -413,7 +352,7 @@ def test_repeated_bad_tokens_are_too_many_attempts_with_retry_after(service: Ser
     server's Retry-After."""
     service.manager.configure_auth_throttle(max_failures=2, lockout=120)
     wrong = service.token[:-1] + ("0" if service.token[-1] != "0" else "1")
-    url, ca = service.serving.url, service.serving.ca_file
+    url, ca = service.url, service.ca_file
     with Client(url, token=wrong, verify=ca, cache=False) as client:
         for _ in range(2):
             with pytest.raises(Unauthenticated):
