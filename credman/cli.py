@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
 from credman.cli_keys import keys_app
+from credman.cli_principals import principal_app
 from credman.config import Settings
 from credman.crypto import KeyFileProvider
 from credman.errors import (
@@ -51,6 +51,7 @@ audit_app = typer.Typer(help="The tamper-evident audit trail.")
 app.add_typer(add_app, name="add")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(principal_app, name="principal")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -612,28 +613,51 @@ def refresh(
 @app.command()
 def serve(
     ctx: typer.Context,
-    interval: Annotated[float, typer.Option(help="Seconds between sweeps.")] = 30.0,
+    http: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Serve the HTTP API here.")
+    ] = None,
+    tls_cert: Annotated[str | None, typer.Option(metavar="PEM", help="TLS certificate.")] = None,
+    tls_key: Annotated[str | None, typer.Option(metavar="PEM", help="TLS private key.")] = None,
+    uds: Annotated[str | None, typer.Option(metavar="PATH", help="Serve on a Unix socket.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(metavar="TOML", help="Service configuration file.")
+    ] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between sweeps.")] = None,
+    no_scheduler: Annotated[
+        bool, typer.Option("--no-scheduler", help="API only: no sweep in this process.")
+    ] = False,
     workers: Annotated[int, typer.Option(help="Refreshes in parallel.")] = 4,
     once: Annotated[bool, typer.Option("--once", help="Sweep once and exit.")] = False,
 ) -> None:
-    """Run the scheduler daemon in the foreground until SIGINT/SIGTERM: keeps tokens fresh."""
+    """Run the service until SIGINT/SIGTERM: the sweep and, with --http/--uds, the HTTP API."""
+    stop = threading.Event()  # first: a signal during the (slow) start must not be lost
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
     from credman.scheduler import CredentialScheduler
 
     configure_logging(level="INFO")
-    stop = threading.Event()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda *_: stop.set())
-    with _manager(ctx) as manager:
-        scheduler = CredentialScheduler(manager, interval=interval, workers=workers)
-        if once:
-            scheduler.sweep()
-            return
-        scheduler.start()
-        logger.info("credman serve: sweeping every {}s (pid {})", interval, os.getpid())
-        while not stop.wait(1.0):
-            pass
-        logger.info("credman serve: stopping")
-        scheduler.shutdown(wait=True)
+    if once:
+        with _manager(ctx) as manager:
+            CredentialScheduler(manager, workers=workers).sweep()
+        return
+    from credman.server import load_settings
+    from credman.server import serve as run_service
+
+    settings = load_settings(
+        config,
+        http=http,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        uds=uds,
+        interval=interval,
+        scheduler=False if no_scheduler else None,
+    )
+    options = _options(ctx)
+
+    def make_manager(**overrides: Any) -> CredentialManager:
+        return CredentialManager(options.database_url, options.key_file, **overrides)
+
+    raise typer.Exit(run_service(settings, make_manager, workers=workers, stop=stop))
 
 
 @app.command()

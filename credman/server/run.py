@@ -34,11 +34,15 @@ def serve(
     *,
     workers: int = 4,
     ready: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; ``make_manager(**options)`` builds the manager (0 on exit).
 
     The manager gets the configured admins and, with a webhook URL, the webhook notifier.
+    ``stop`` is an event the caller's own early signal handlers set (so a signal that
+    arrives while the process is still starting is not lost); one is made if not given.
     """
+    stop = stop or _stop_on_signals()
     settings = settings.validated()
     options: dict[str, Any] = {}
     if settings.admins is not None:
@@ -50,7 +54,14 @@ def serve(
         manager.configure_auth_throttle(
             max_failures=settings.auth_max_failures, lockout=settings.auth_lockout
         )
-        return _run(manager, settings, workers, ready)
+        return _run(manager, settings, workers, ready, stop)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    return stop
 
 
 def _run(
@@ -58,6 +69,7 @@ def _run(
     settings: ServerSettings,
     workers: int,
     ready: Callable[[], None] | None,
+    stop: threading.Event,
 ) -> int:
     from credman.scheduler import CredentialScheduler
 
@@ -77,9 +89,9 @@ def _run(
     servers = [_Server(config) for config in _configs(app, settings)]
     try:
         if servers:
-            asyncio.run(_serve_all(servers, ready))
+            asyncio.run(_serve_all(servers, ready, stop))
         else:
-            _wait_for_signal(ready)
+            _wait_for_signal(ready, stop)
     finally:
         if scheduler is not None:
             scheduler.shutdown(wait=True)
@@ -118,16 +130,20 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def _serve_all(servers: Sequence[uvicorn.Server], ready: Callable[[], None] | None) -> None:
+async def _serve_all(
+    servers: Sequence[uvicorn.Server], ready: Callable[[], None] | None, stop: threading.Event
+) -> None:
     loop = asyncio.get_running_loop()
 
-    def stop() -> None:
+    def shut_down() -> None:
         logger.info("credman serve: stopping (finishing in-flight requests)")
         for server in servers:
             server.should_exit = True
 
     for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, stop)
+        loop.add_signal_handler(number, shut_down)
+    if stop.is_set():  # a signal came while starting
+        shut_down()
     tasks = [asyncio.create_task(server.serve()) for server in servers]
     while not all(server.started for server in servers):
         if any(task.done() for task in tasks):
@@ -147,12 +163,10 @@ def _announce(servers: Sequence[uvicorn.Server]) -> None:
                 logger.info("credman serve: listening on {}", sock.getsockname())
 
 
-def _wait_for_signal(ready: Callable[[], None] | None) -> None:
-    stop = threading.Event()
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, lambda *_: stop.set())
+def _wait_for_signal(ready: Callable[[], None] | None, stop: threading.Event) -> None:
     if ready is not None:
         ready()
     logger.info("credman serve: sweeping only (pid {})", os.getpid())
     while not stop.wait(1.0):
         pass
+    logger.info("credman serve: stopping")
