@@ -117,34 +117,21 @@ def _wait_ready(url: str, ca_file: Path, process: subprocess.Popen[bytes]) -> No
     raise RuntimeError("credman serve did not become ready in 60 s")
 
 
-SERVE = """
-import os
-from credman import CredentialManager
-from credman.server import load_settings, serve
-
-def manager(**options):
-    env = os.environ
-    return CredentialManager(env["CREDMAN_DATABASE_URL"], env["CREDMAN_KEY_FILE"], **options)
-
-raise SystemExit(serve(load_settings(), manager))
-"""
-
-
 @contextmanager
 def _server(site: Site) -> Iterator[str]:
-    """One service process (what ``credman serve --http`` runs) on loopback TLS, no
-    scheduler; its URL."""
+    """One ``credman serve --http`` process on loopback TLS, no scheduler; its URL."""
     port = _free_port()
     env = os.environ | {
         "CREDMAN_DATABASE_URL": site.database_url,
         "CREDMAN_KEY_FILE": str(site.key_file),
-        "CREDMAN_HTTP": f"127.0.0.1:{port}",
-        "CREDMAN_TLS_CERT": str(site.cert_file),
-        "CREDMAN_TLS_KEY": str(site.key_pem),
-        "CREDMAN_SCHEDULER": "0",
     }
+    command = [
+        *(str(Path(sys.executable).parent / "credman"), "serve", "--no-scheduler"),
+        *("--http", f"127.0.0.1:{port}"),
+        *("--tls-cert", str(site.cert_file), "--tls-key", str(site.key_pem)),
+    ]
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVE], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     url = f"https://127.0.0.1:{port}"
     try:

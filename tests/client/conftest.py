@@ -164,19 +164,6 @@ def stale_oauth(provider: TokenServer) -> OAuth2:
     )
 
 
-SERVE = """
-import os
-from credman import CredentialManager
-from credman.server import load_settings, serve
-
-def manager(**options):
-    env = os.environ
-    return CredentialManager(env["CREDMAN_DATABASE_URL"], env["CREDMAN_KEY_FILE"], **options)
-
-raise SystemExit(serve(load_settings(), manager))
-"""
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -202,12 +189,12 @@ def _serve_process(database_url: str, key_file: Path, tls: TLS) -> Iterator[str]
     env = os.environ | {
         "CREDMAN_DATABASE_URL": database_url,
         "CREDMAN_KEY_FILE": str(key_file),
-        "CREDMAN_HTTP": f"127.0.0.1:{port}",
-        "CREDMAN_TLS_CERT": str(tls[1]),
-        "CREDMAN_TLS_KEY": str(tls[2]),
-        "CREDMAN_SCHEDULER": "0",
     }
-    process = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stdout=subprocess.DEVNULL)
+    command = [
+        *(str(Path(sys.executable).parent / "credman"), "serve", "--no-scheduler"),
+        *("--http", f"127.0.0.1:{port}", "--tls-cert", str(tls[1]), "--tls-key", str(tls[2])),
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     url = f"https://127.0.0.1:{port}"
     try:
         _ready(url, tls[0], process)
@@ -219,7 +206,7 @@ def _serve_process(database_url: str, key_file: Path, tls: TLS) -> Iterator[str]
 
 @pytest.fixture
 def service_process(key_file: Path, tls: TLS) -> Iterator[Callable[[str], str]]:
-    """Start service processes (what ``credman serve --http`` runs: loopback TLS, no
-    scheduler) over a database URL; each returns its URL; all stopped at the end."""
+    """Start ``credman serve --http`` processes (loopback TLS, no scheduler) over a database
+    URL; each call returns its URL; all are stopped at the end."""
     with ExitStack() as stack:
         yield lambda database_url: stack.enter_context(_serve_process(database_url, key_file, tls))
