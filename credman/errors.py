@@ -53,7 +53,7 @@ class NotFound(CredentialError):
 
 
 class Unauthenticated(CredentialError):
-    """The caller could not be identified; the message never says which check failed."""
+    """The caller could not be identified: no token, or a malformed, unknown, expired one."""
 
 
 class TooManyAttempts(Unauthenticated):
@@ -138,7 +138,7 @@ class StorageError(CredentialError):
 
 
 class RefreshFailed(CredentialError):
-    """The token endpoint did not yield a token; ``permanent`` means re-authorisation is needed."""
+    """The token endpoint did not yield a token; ``permanent`` means re-authorization is needed."""
 
     def __init__(
         self,

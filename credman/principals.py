@@ -13,7 +13,7 @@ retry. Every failure is audited under the pseudo-principal ``anonymous``, with t
 the token's public id (when it has one) and the source. The throttle lives in this process:
 each ``serve`` process counts its own failures.
 
-No SQL here: rows come from :mod:`credman.storage.principals`.
+No SQL here: records come from :mod:`credman.storage.principals`.
 """
 
 from __future__ import annotations
@@ -28,24 +28,27 @@ from typing import Any, NoReturn
 
 from loguru import logger
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
-from credman.access import check_principal
-from credman.audit import AuditLog
+from credman._operation import Operations
+from credman.access import Actor, check_principal
 from credman.crypto.records import RecordMac
 from credman.crypto.tokens import new_token, parse_token, token_digest, token_id_of
 from credman.errors import (
     CredentialValidationError,
     NotFound,
+    StorageError,
     TooManyAttempts,
     Unauthenticated,
 )
+from credman.storage import PrincipalRecord, write
 from credman.storage import principals as rows
 
 __all__ = [
     "ANONYMOUS",
     "AuthThrottle",
     "PrincipalInfo",
-    "PrincipalService",
+    "Principals",
     "check_description",
     "check_expires_in",
     "parse_duration",
@@ -194,158 +197,168 @@ class AuthThrottle:
             self._locked_until = {k: t for k, t in self._locked_until.items() if t > now}
 
 
-class PrincipalService:
-    """Creates, lists, rotates and revokes principals, and authenticates tokens.
-
-    Methods that change principals run inside the caller's transaction (the facade checks
-    ``admin`` and audits); :meth:`authenticate` runs its own short transactions.
-    """
+class Principals:
+    """Creates, lists, rotates and revokes principals (admin, audited), authenticates tokens."""
 
     def __init__(
         self,
+        operations: Operations,
         *,
         token_key: bytes,
         record_key: bytes,
-        audit: AuditLog,
         throttle: AuthThrottle | None = None,
         source_throttle: AuthThrottle | None = None,
     ) -> None:
+        self._operations = operations
         self._token_key = token_key
         self._mac = RecordMac(record_key, "principal")
-        self._audit = audit
         self.throttle = throttle or AuthThrottle()
         self.source_throttle = source_throttle or AuthThrottle(
             max_failures=30, window=60.0, lockout=60.0
         )
 
     def __repr__(self) -> str:
-        return "PrincipalService()"
+        return "Principals()"
 
-    # -- management (inside the facade's audited transaction) ------------------------------
+    # -- management ---------------------------------------------------------------------------
 
     def add(
         self,
-        connection: Connection,
         name: str,
         *,
-        expires_in: timedelta | None,
+        expires_in: timedelta | float | None,
         description: str | None,
-        by: str,
-        now: datetime,
+        principal: Actor,
     ) -> tuple[PrincipalInfo, str]:
         """A new principal and its token (shown once); a taken name is a validation error."""
         check_principal(name)
-        if rows.load_principal(connection, name) is not None:
-            raise CredentialValidationError(
-                f"name: a principal called {name!r} exists (rotate or revoke it)",
-                fields=("name",),
-            )
-        now = now.replace(microsecond=0)
-        token_id, token = new_token()
-        record = {
-            "name": name,
-            "token_id": token_id,
-            "token_hash": token_digest(self._token_key, token),
-            "description": description,
-            "created_at": now,
-            "created_by": by,
-            "token_issued_at": now,
-            "expires_at": now + expires_in if expires_in else None,
-            "revoked_at": None,
-        }
-        rows.insert_principal(connection, {**record, "record_mac": self._mac.mac(record)})
-        return _info({**record, "last_used_at": None}), token
+        lifetime = check_expires_in(expires_in)
+        description = check_description(description)
+        ops = self._operations
+        with ops.run("principal_add", principal, None) as connection:
+            act = ops.act_as_admin(connection, principal)
+            if rows.load_principal(connection, name) is not None:
+                raise CredentialValidationError(
+                    f"name: a principal called {name!r} exists (rotate or revoke it)",
+                    fields=("name",),
+                )
+            now = act.now.replace(microsecond=0)
+            token_id, token = new_token()
+            fields: dict[str, Any] = {
+                "name": name,
+                "token_id": token_id,
+                "token_hash": token_digest(self._token_key, token),
+                "description": description,
+                "created_at": now,
+                "created_by": act.name,
+                "token_issued_at": now,
+                "expires_at": now + lifetime if lifetime else None,
+                "revoked_at": None,
+            }
+            rows.insert_principal(connection, {**fields, "record_mac": self._mac.mac(fields)})
+            ops.audit(act, "principal_add", None, subject=name, token_id=token_id)
+        logger.info("added principal {!r} (token id {})", name, token_id)
+        return _info({**fields, "last_used_at": None}), token
 
-    def list(self, connection: Connection) -> list[PrincipalInfo]:
+    def list(self, *, principal: Actor) -> list[PrincipalInfo]:
         """Every principal whose record is authentic (a forged row is logged and left out)."""
+        ops = self._operations
+        with ops.run("principal_list", principal, None, writes=False) as connection:
+            ops.act_as_admin(connection, principal)
+            records = rows.list_principals(connection)
         found = []
-        for record in rows.list_principals(connection):
+        for record in records:
             if self._authentic(record):
-                found.append(_info(record))
+                found.append(_info(_fields(record)))
             else:
-                logger.error("principal record {!r} fails its MAC: ignored", record["name"])
+                logger.error("principal record {!r} fails its MAC: ignored", record.name)
         return found
 
     def rotate(
-        self,
-        connection: Connection,
-        name: str,
-        *,
-        expires_in: timedelta | None,
-        now: datetime,
+        self, name: str, *, expires_in: timedelta | float | None, principal: Actor
     ) -> tuple[PrincipalInfo, str]:
         """A new token for ``name``; the old one stops working at once."""
-        record = self._load_for_change(connection, name)
-        now = now.replace(microsecond=0)
-        token_id, token = new_token()
-        lifetime = expires_in or _lifetime(record)
-        changes = {
-            "token_id": token_id,
-            "token_hash": token_digest(self._token_key, token),
-            "token_issued_at": now,
-            "expires_at": now + lifetime if lifetime else None,
-            "revoked_at": None,
-        }
-        return self._write(connection, record, changes), token
-
-    def revoke(self, connection: Connection, name: str, *, now: datetime) -> PrincipalInfo:
-        """Refuse ``name``'s token from the next request on (idempotent)."""
-        record = self._load_for_change(connection, name)
-        if record["revoked_at"] is not None:
-            return _info(record)
-        return self._write(connection, record, {"revoked_at": now.replace(microsecond=0)})
-
-    def _load_for_change(self, connection: Connection, name: str) -> rows.PrincipalRecord:
         check_principal(name)
+        lifetime = check_expires_in(expires_in)
+        ops = self._operations
+        with ops.run("principal_rotate", principal, None) as connection:
+            act = ops.act_as_admin(connection, principal)
+            record = self._load_for_change(connection, name)
+            now = act.now.replace(microsecond=0)
+            token_id, token = new_token()
+            lifetime = lifetime or _lifetime(record)
+            changes = {
+                "token_id": token_id,
+                "token_hash": token_digest(self._token_key, token),
+                "token_issued_at": now,
+                "expires_at": now + lifetime if lifetime else None,
+                "revoked_at": None,
+            }
+            info = self._write(connection, record, changes)
+            ops.audit(act, "principal_rotate", None, subject=name, token_id=token_id)
+        logger.info("rotated the token of principal {!r}", name)
+        return info, token
+
+    def revoke(self, name: str, *, principal: Actor) -> PrincipalInfo:
+        """Refuse ``name``'s token from the next request on (idempotent)."""
+        check_principal(name)
+        ops = self._operations
+        with ops.run("principal_revoke", principal, None) as connection:
+            act = ops.act_as_admin(connection, principal)
+            record = self._load_for_change(connection, name)
+            if record.revoked_at is None:
+                changes = {"revoked_at": act.now.replace(microsecond=0)}
+                info = self._write(connection, record, changes)
+            else:
+                info = _info(_fields(record))
+            ops.audit(act, "principal_revoke", None, subject=name)
+        logger.info("revoked principal {!r}", name)
+        return info
+
+    def _load_for_change(self, connection: Connection, name: str) -> PrincipalRecord:
         record = rows.load_principal(connection, name, for_update=True)
         if record is None or not self._authentic(record):
             raise NotFound(f"no principal {name!r}")
         return record
 
     def _write(
-        self, connection: Connection, record: rows.PrincipalRecord, changes: dict[str, Any]
+        self, connection: Connection, record: PrincipalRecord, changes: dict[str, Any]
     ) -> PrincipalInfo:
-        fields = {k: changes.get(k, record[k]) for k in rows.PRINCIPAL_FIELDS}
+        fields = record.authenticated_fields() | changes
         rows.update_principal(
-            connection, record["name"], {**changes, "record_mac": self._mac.mac(fields)}
+            connection, record.name, {**changes, "record_mac": self._mac.mac(fields)}
         )
-        return _info({**fields, "last_used_at": record["last_used_at"]})
+        return _info({**fields, "last_used_at": record.last_used_at})
 
-    def _authentic(self, record: rows.PrincipalRecord) -> bool:
-        return self._mac.verify({k: record[k] for k in rows.PRINCIPAL_FIELDS}, record["record_mac"])
+    def _authentic(self, record: PrincipalRecord) -> bool:
+        return self._mac.verify(record.authenticated_fields(), record.record_mac)
 
     # -- authentication ---------------------------------------------------------------------
 
-    def authenticate(
-        self,
-        engine_write: Any,
-        token: str | None,
-        *,
-        source: str,
-        now: datetime,
-    ) -> str:
-        """The name of the principal holding ``token``; Unauthenticated (audited) otherwise.
-
-        ``engine_write`` opens a write transaction (``storage.engine.write`` bound to the
-        engine).
-        """
+    def authenticate(self, token: str | None, *, source: str) -> str:
+        """The name of the principal holding ``token``; Unauthenticated (audited) otherwise."""
+        now = self._operations.now()
+        source = source[:100]
         parts = parse_token(token) if token else None
         shaped_id = token_id_of(token)
         keys = (f"source:{source}",) + ((f"token:{shaped_id}",) if shaped_id else ())
         self._check_throttles(keys, now)
         if token is None or parts is None:
             why = "missing" if not token else "malformed"
-            self._refuse(engine_write, keys, why, shaped_id, now)
-        with engine_write() as connection:
-            record = rows.load_principal_by_token_id(connection, parts.token_id)
-            reason = self._check(record, token, now)
-            if reason is None:
-                assert record is not None
-                last = record["last_used_at"]
-                if last is None or now - last >= _TOUCH_EVERY:
-                    rows.touch_principal(connection, record["name"], now)
-                return str(record["name"])
-        self._refuse(engine_write, keys, reason, parts.token_id, now)
+            self._refuse(keys, why, shaped_id, now)
+        try:
+            with write(self._operations.engine) as connection:
+                record = rows.load_principal_by_token_id(connection, parts.token_id)
+                reason = self._check(record, token, now)
+                if reason is None and record is not None:
+                    last = record.last_used_at
+                    if last is None or now - last >= _TOUCH_EVERY:
+                        rows.touch_principal(connection, record.name, now)
+                    return record.name
+        except SQLAlchemyError as exc:
+            message = f"database error during authenticate: {type(exc).__name__}"
+            raise StorageError(message) from None
+        self._refuse(keys, reason or "unknown", parts.token_id, now)
 
     def _check_throttles(self, keys: tuple[str, ...], now: datetime) -> None:
         waits = [
@@ -360,75 +373,77 @@ class PrincipalService:
             message = "too many failed authentications; retry later"
             raise TooManyAttempts(message, retry_after=max(waits))
 
-    def _check(self, record: rows.PrincipalRecord | None, token: str, now: datetime) -> str | None:
+    def _check(self, record: PrincipalRecord | None, token: str, now: datetime) -> str | None:
         """Why ``record`` does not accept ``token`` at ``now``; None when it does."""
         if record is None:
             return "unknown"
         if not self._authentic(record):
-            logger.error("principal record {!r} fails its MAC: refused", record["name"])
+            logger.error("principal record {!r} fails its MAC: refused", record.name)
             return "tampered"
-        expected = token_digest(self._token_key, token)
-        if not _equal(expected, record["token_hash"]):
+        if not _equal(token_digest(self._token_key, token), record.token_hash):
             return "wrong_secret"
-        if record["revoked_at"] is not None:
+        if record.revoked_at is not None:
             return "revoked"
-        if record["expires_at"] is not None and now >= record["expires_at"]:
+        if record.expires_at is not None and now >= record.expires_at:
             return "expired"
         return None
 
     def _refuse(
-        self,
-        engine_write: Any,
-        keys: tuple[str, ...],
-        reason: str,
-        token_id: str | None,
-        now: datetime,
+        self, keys: tuple[str, ...], reason: str, token_id: str | None, now: datetime
     ) -> NoReturn:
         locked = self.source_throttle.fail(keys[:1], now) + self.throttle.fail(keys[1:], now)
         detail = {"reason": reason, "token_id": token_id, "source": keys[0][len("source:") :]}
-        with engine_write() as connection:
-            self._audit.append(
-                connection,
-                at=now,
-                principal=ANONYMOUS,
-                action="authenticate",
-                credential_id=None,
-                outcome="denied",
-                detail=detail,
-            )
-            for key in locked:
-                self._audit.append(
+        audit = self._operations.audit_log
+        try:
+            with write(self._operations.engine) as connection:
+                audit.append(
                     connection,
                     at=now,
                     principal=ANONYMOUS,
-                    action="lockout",
+                    action="authenticate",
                     credential_id=None,
                     outcome="denied",
-                    detail={"key": key[:120]},
+                    detail=detail,
                 )
+                for key in locked:
+                    audit.append(
+                        connection,
+                        at=now,
+                        principal=ANONYMOUS,
+                        action="lockout",
+                        credential_id=None,
+                        outcome="denied",
+                        detail={"key": key[:120]},
+                    )
+        except SQLAlchemyError as exc:
+            message = f"database error during authenticate: {type(exc).__name__}"
+            raise StorageError(message) from None
         logger.warning("authentication refused: {} (token id {})", reason, token_id)
         raise Unauthenticated(_REFUSED)
+
+    def configure(
+        self, *, max_failures: int, lockout: float, source_max_failures: int | None = None
+    ) -> None:
+        """How many failures lock a token id (and a source), and for how long."""
+        self.throttle = AuthThrottle(max_failures=max_failures, window=lockout, lockout=lockout)
+        self.source_throttle = AuthThrottle(
+            max_failures=source_max_failures or max_failures * 6, window=60.0, lockout=lockout
+        )
 
 
 def _equal(left: str, right: str) -> bool:
     return hmac.compare_digest(left.encode(), right.encode())
 
 
-def _lifetime(record: rows.PrincipalRecord) -> timedelta | None:
-    if record["expires_at"] is None:
+def _lifetime(record: PrincipalRecord) -> timedelta | None:
+    if record.expires_at is None:
         return None
-    return record["expires_at"] - record["token_issued_at"]  # type: ignore[no-any-return]
+    return record.expires_at - record.token_issued_at
 
 
-def _info(record: rows.PrincipalRecord) -> PrincipalInfo:
-    return PrincipalInfo(
-        name=record["name"],
-        token_id=record["token_id"],
-        description=record["description"],
-        created_at=record["created_at"],
-        created_by=record["created_by"],
-        token_issued_at=record["token_issued_at"],
-        expires_at=record["expires_at"],
-        revoked_at=record["revoked_at"],
-        last_used_at=record["last_used_at"],
-    )
+def _fields(record: PrincipalRecord) -> dict[str, Any]:
+    return {**record.authenticated_fields(), "last_used_at": record.last_used_at}
+
+
+def _info(fields: dict[str, Any]) -> PrincipalInfo:
+    return PrincipalInfo(**{k: v for k, v in fields.items() if k != "token_hash"})

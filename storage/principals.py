@@ -8,11 +8,10 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from credman.storage.records import PrincipalRecord
 from credman.storage.tables import PrincipalRow
 
 __all__ = [
-    "PRINCIPAL_FIELDS",
-    "PrincipalRecord",
     "insert_principal",
     "list_principals",
     "load_principal",
@@ -29,25 +28,10 @@ _TOUCH = (
     .where(_PRINCIPALS.c.name == bindparam("b_name"))
     .values(last_used_at=bindparam("b_at"))
 )
-PRINCIPAL_FIELDS = (
-    "name",
-    "token_id",
-    "token_hash",
-    "description",
-    "created_at",
-    "created_by",
-    "token_issued_at",
-    "expires_at",
-    "revoked_at",
-)
-"""The fields the record MAC covers (everything but ``last_used_at``)."""
-
-PrincipalRecord = Mapping[str, Any]
-"""A principal row as read: the fields above plus ``last_used_at`` and ``record_mac``."""
 
 
 def _record(row: Any) -> PrincipalRecord | None:
-    return None if row is None else dict(row._mapping)
+    return None if row is None else PrincipalRecord.from_row(row)
 
 
 def load_principal_by_token_id(connection: Connection, token_id: str) -> PrincipalRecord | None:
@@ -66,7 +50,7 @@ def load_principal(
 def list_principals(connection: Connection) -> list[PrincipalRecord]:
     """Every principal, by name."""
     rows = connection.execute(select(_PRINCIPALS).order_by(_PRINCIPALS.c.name))
-    return [dict(row._mapping) for row in rows]
+    return [PrincipalRecord.from_row(row) for row in rows]
 
 
 def insert_principal(connection: Connection, values: Mapping[str, Any]) -> None:
@@ -76,7 +60,7 @@ def insert_principal(connection: Connection, values: Mapping[str, Any]) -> None:
 
 def update_principal(connection: Connection, name: str, values: Mapping[str, Any]) -> None:
     """Write ``values`` to the principal called ``name``."""
-    connection.execute(update(_PRINCIPALS).where(_PRINCIPALS.c.name == name).values(**dict(values)))
+    connection.execute(update(_PRINCIPALS).where(_PRINCIPALS.c.name == name).values(**values))
 
 
 def touch_principal(connection: Connection, name: str, at: datetime) -> None:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +23,6 @@ import uvicorn
 
 from credman import CredentialManager
 from credman.server import ServerSettings, create_app
-
-
-@dataclass
-class Clock:
-    """A clock the test moves by hand (passed to the manager as ``clock``)."""
-
-    now: datetime
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **units: float) -> None:
-        """Move time forward."""
-        self.now += timedelta(**units)
 
 
 def real_now() -> datetime:

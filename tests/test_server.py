@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from conftest import oauth_credential
-from servicekit import Clock, Service, real_now, running_service
+from servicekit import Service, real_now, running_service
 
 from credman import ApiKey, BearerToken, CredentialManager, OAuth2, Permission
+from credman.clock import ManualClock
 from credman.server import ServerSettings
 from credman.tokenserver import TokenServer
 
@@ -19,13 +20,13 @@ ADMIN = "admin"
 
 
 @pytest.fixture
-def clock() -> Clock:
+def clock() -> ManualClock:
     """A clock the test moves by hand."""
-    return Clock(real_now())
+    return ManualClock(real_now())
 
 
 @pytest.fixture
-def mgr(make_manager: Callable[..., CredentialManager], clock: Clock) -> CredentialManager:
+def mgr(make_manager: Callable[..., CredentialManager], clock: ManualClock) -> CredentialManager:
     """A manager on each engine whose clock the test moves."""
     return make_manager(clock=clock)
 
@@ -111,7 +112,7 @@ def test_bad_tokens_get_401_audited_and_nothing(
     case: str,
     service: Service,
     mgr: CredentialManager,
-    clock: Clock,
+    clock: ManualClock,
     canary: Callable[[str], str],
 ) -> None:
     """No token, a malformed one, one changed character, expired, revoked: 401, audited."""
@@ -183,7 +184,7 @@ def test_repeated_failures_lock_out_with_429(
 
 
 def test_lockout_ends_after_its_time(
-    service: Service, mgr: CredentialManager, worker: str, clock: Clock
+    service: Service, mgr: CredentialManager, worker: str, clock: ManualClock
 ) -> None:
     """When the lockout has passed, the right token works again."""
     mgr.configure_auth_throttle(max_failures=2, lockout=60)
@@ -380,3 +381,16 @@ def test_storage_down_is_503(
     listed = service.call("GET", "/v1/credentials", worker)
     assert (503, "application/problem+json") == (listed.status_code, listed.headers["content-type"])
     assert 503 == service.call("GET", "/readyz").status_code
+
+
+def test_the_whole_credential_needs_read(
+    service: Service, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
+) -> None:
+    """GET .../secret is 403 for use and answers a read principal, never cacheable."""
+    github, _ = _store_keys(mgr, canary)
+    assert 403 == service.call("GET", "/v1/credentials/github-x/secret", worker).status_code
+    _, reader = mgr.add_principal("exporter", principal=ADMIN)
+    mgr.grant("exporter", "github-x", {Permission.READ}, principal=ADMIN)
+    response = service.call("GET", "/v1/credentials/github-x/secret", reader)
+    assert ("bearer", github) == (response.json()["type"], response.json()["token"])
+    assert "no-store" == response.headers["cache-control"]

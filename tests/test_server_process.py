@@ -98,9 +98,9 @@ def test_sigterm_under_load_finishes_or_fails_cleanly(
     assert set() == {status for _, status in results} - {0, 200}
     assert manager.verify_audit().ok
     for info in manager.list(principal=ADMIN):
-        index = int(info.instance_id.removeprefix("load-"))
+        index = int(info.credential_id.removeprefix("load-"))
         stored = sum(1 for i, status in results if (i, status) == (index, 200))
-        history = manager.history(info.instance_id, principal=ADMIN)
+        history = manager.history(info.credential_id, principal=ADMIN)
         assert (info.version, info.state) == (history[-1].version, history[-1].to_state)
         assert stored <= info.version <= stored + 1  # +1: committed, answer cut off
     _, stderr = child.communicate(timeout=30)

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from credman.errors import CredentialValidationError
 from credman.lifecycle import CREDENTIAL_TYPES
 from credman.manager import CredentialManager
-from credman.server import _interim
+from credman.models import Access
 from credman.server.problems import PROBLEM_JSON
 
 __all__ = ["router"]
@@ -74,6 +74,8 @@ class AccessOut(BaseModel):
     headers: dict[str, str]
     params: dict[str, str]
     expires_at: datetime | None
+    token: str | None = None
+    refreshable: bool = False
 
 
 class GrantRequest(_Body):
@@ -100,10 +102,7 @@ def jsonable(value: Any) -> Any:
     """A frozen dataclass (or a list of them) as JSON-ready data."""
     if isinstance(value, list):
         return [jsonable(item) for item in value]
-    data = {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
-    if "instance_id" in data:
-        data["credential_id"] = data.pop("instance_id")
-    return data
+    return {k: _plain(v) for k, v in dataclasses.asdict(value).items()}
 
 
 def _plain(value: Any) -> Any:
@@ -137,13 +136,22 @@ def access(
     """
     body = body or AccessRequest()
     response.headers.update(NO_STORE)
-    return _interim.access(
-        manager,
-        credential_id,
-        principal=principal,
-        min_ttl=body.min_ttl,
-        rejected_version=body.rejected_version,
-    )
+    if body.rejected_version is not None:
+        manager.renew(credential_id, principal=principal, rejected_version=body.rejected_version)
+    access = manager.access(credential_id, principal=principal, min_ttl=body.min_ttl or 0)
+    return _access_json(access)
+
+
+def _access_json(access: Access) -> dict[str, Any]:
+    return {
+        "credential_id": access.credential_id,
+        "version": access.version,
+        "headers": dict(access.headers),
+        "params": dict(access.params),
+        "expires_at": access.expires_at.isoformat() if access.expires_at else None,
+        "token": access.token.reveal() if access.token is not None else None,
+        "refreshable": access.refreshable,
+    }
 
 
 @router.get("/credentials", summary="List the credentials the caller may see")
@@ -180,6 +188,16 @@ def revoke(
     """Withdraw the credential: its material is destroyed, its history kept."""
     reason = (body or RevokeRequest()).reason
     return jsonable(manager.revoke(credential_id, principal=principal, reason=reason))  # type: ignore[no-any-return]
+
+
+@router.get("/credentials/{credential_id:path}/secret", summary="The whole credential (read)")
+def secret(
+    credential_id: str, principal: Caller, manager: Manager, response: Response
+) -> dict[str, Any]:
+    """Every field of the credential, secrets included (export, migration); never cached."""
+    credential = manager.get(credential_id, principal=principal)
+    response.headers.update(NO_STORE)
+    return {"type": credential.kind, **credential.model_dump(mode="json", exclude_none=True)}
 
 
 @router.get("/credentials/{credential_id:path}", summary="Credential information")
