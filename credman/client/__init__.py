@@ -10,10 +10,9 @@
 A component holds only its principal token: never the key file or the database URL.
 """
 
-from credman.client._access import Access
 from credman.client._async import AsyncClient
 from credman.client._cache import ClientStats
 from credman.client._sync import Client
 from credman.client._wire import ServiceError
 
-__all__ = ["Access", "AsyncClient", "Client", "ClientStats", "ServiceError"]
+__all__ = ["AsyncClient", "Client", "ClientStats", "ServiceError"]

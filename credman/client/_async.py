@@ -11,14 +11,13 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from credman import Credential, CredentialInfo, Grant, Permission, Transition
+from credman import Access, Credential, CredentialInfo, Grant, Permission, Transition
 from credman.client import _wire as wire
-from credman.client._access import Access
 from credman.client._auth import AsyncServiceAuth
 from credman.client._cache import ClientStats
 from credman.client._common import (
     DEFAULT_MIN_TTL,
-    Clock,
+    ClockLike,
     http_options,
     new_cache,
     read_answer,
@@ -50,7 +49,7 @@ class AsyncClient:
         cache: bool = True,
         timeout: float = 10.0,
         uds: str | None = None,
-        clock: Clock | None = None,
+        clock: ClockLike | None = None,
     ) -> None:
         self._url = check_url(url)
         self._cache = new_cache(cache=cache, max_age=max_age, headroom=headroom, clock=clock)

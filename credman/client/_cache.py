@@ -11,17 +11,16 @@ An entry serves a request for ``min_ttl`` seconds of validity while both hold:
 A lookup does no I/O: a lock, a dictionary read and two comparisons. A hit is a call
 answered from memory (also after waiting for another thread's request to land); a miss is
 a call that sent a request; the client also counts the refreshes it asked the server for.
-Time comes from the ``clock`` callable, so tests move it instead of sleeping.
+Time comes from the ``clock`` (a :class:`credman.Clock`), so tests move it instead of sleeping.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from credman.client._access import Access
+from credman import Access, Clock
 
 __all__ = ["AccessCache", "ClientStats"]
 
@@ -50,7 +49,7 @@ class AccessCache:
         *,
         max_age: timedelta,
         headroom: timedelta,
-        clock: Callable[[], datetime],
+        clock: Clock,
         enabled: bool = True,
     ) -> None:
         self.max_age = max_age
@@ -65,7 +64,7 @@ class AccessCache:
 
     def lookup(self, credential_id: str, min_ttl: float) -> Access | None:
         """The cached material if it is fresh enough for ``min_ttl`` (counted as a hit)."""
-        now = self._clock()
+        now = self._clock.now()
         with self._lock:
             entry = self._entries.get(credential_id) if self.enabled else None
             if entry is not None and self._serves(entry, now, min_ttl):
@@ -75,7 +74,7 @@ class AccessCache:
 
     def peek(self, credential_id: str, min_ttl: float) -> Access | None:
         """Like :meth:`lookup`, uncounted (the 401 path checks what is already here)."""
-        now = self._clock()
+        now = self._clock.now()
         with self._lock:
             entry = self._entries.get(credential_id) if self.enabled else None
             return entry.access if entry and self._serves(entry, now, min_ttl) else None
@@ -89,7 +88,7 @@ class AccessCache:
         """Keep ``access`` for up to ``max_age`` from now."""
         if not self.enabled:
             return
-        entry = _Entry(access, self._clock() + self.max_age)
+        entry = _Entry(access, self._clock.now() + self.max_age)
         with self._lock:
             self._entries[access.credential_id] = entry
 

@@ -4,46 +4,43 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
 
+from credman import Clock
 from credman.client import _wire as wire
 from credman.client._cache import AccessCache
 from credman.client._config import BearerAuth, check_token, seconds
+from credman.clock import as_clock
 from credman.crypto import Secret
 from credman.errors import CredentialError
 
 __all__ = [
     "DEFAULT_MIN_TTL",
-    "Clock",
+    "ClockLike",
     "http_options",
     "new_cache",
     "read_answer",
     "unreachable",
-    "utc_now",
 ]
 
 T = TypeVar("T")
-Clock = Callable[[], datetime]
+ClockLike = Clock | Callable[[], datetime]
+"""A :class:`credman.Clock` or a function returning aware datetimes."""
 DEFAULT_MIN_TTL = 30.0
 """Seconds of validity asked for when the caller does not say."""
 
 
-def utc_now() -> datetime:
-    """The wall clock, UTC (the default clock)."""
-    return datetime.now(UTC)
-
-
 def new_cache(
-    *, cache: bool, max_age: float | timedelta, headroom: float | timedelta, clock: Clock | None
+    *, cache: bool, max_age: float | timedelta, headroom: float | timedelta, clock: ClockLike | None
 ) -> AccessCache:
     """The access cache both clients use, from their keyword settings."""
     return AccessCache(
         max_age=seconds(max_age, "max_age"),
         headroom=seconds(headroom, "headroom"),
-        clock=clock or utc_now,
+        clock=as_clock(clock),
         enabled=cache,
     )
 

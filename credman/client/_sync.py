@@ -11,14 +11,12 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from credman import Credential, CredentialInfo, Grant, Permission, Transition
+from credman import Access, AccessAuth, Credential, CredentialInfo, Grant, Permission, Transition
 from credman.client import _wire as wire
-from credman.client._access import Access
-from credman.client._auth import ServiceAuth
 from credman.client._cache import ClientStats
 from credman.client._common import (
     DEFAULT_MIN_TTL,
-    Clock,
+    ClockLike,
     http_options,
     new_cache,
     read_answer,
@@ -26,6 +24,7 @@ from credman.client._common import (
 )
 from credman.client._config import Verify, check_url, from_environment, ssl_context
 from credman.crypto import Secret
+from credman.errors import InvalidTransition
 
 __all__ = ["Client"]
 
@@ -51,7 +50,7 @@ class Client:
         cache: bool = True,
         timeout: float = 10.0,
         uds: str | None = None,
-        clock: Clock | None = None,
+        clock: ClockLike | None = None,
     ) -> None:
         self._url = check_url(url)
         self._cache = new_cache(cache=cache, max_age=max_age, headroom=headroom, clock=clock)
@@ -110,9 +109,22 @@ class Client:
             self._cache.store(access)
             return access
 
-    def auth(self, credential_id: str, *, min_ttl: float = DEFAULT_MIN_TTL) -> httpx.Auth:
-        """``httpx.Auth`` for ``httpx.Client``: injects; a 401 gets one fresh version, one retry."""
-        return ServiceAuth(self, credential_id, min_ttl=min_ttl)
+    def auth(self, credential_id: str, *, min_ttl: float = DEFAULT_MIN_TTL) -> AccessAuth:
+        """``httpx.Auth`` (the library's :class:`credman.AccessAuth`) over this client: injects;
+        a 401 reports the version to the server (which refreshes at most once per version)
+        and retries once, only when the version moved on."""
+        return AccessAuth(
+            credential_id,
+            lambda: self.access(credential_id, min_ttl=min_ttl),
+            lambda version: self._renewed(credential_id, version, min_ttl),
+        )
+
+    def _renewed(self, credential_id: str, version: int, min_ttl: float) -> bool:
+        try:
+            fresh = self.access_after_rejection(credential_id, version, min_ttl=min_ttl)
+        except InvalidTransition:  # nothing can replace this material: the 401 stands
+            return False
+        return fresh.version != version
 
     def info(self, credential_id: str) -> CredentialInfo:
         """What the service knows of the credential, no secrets."""

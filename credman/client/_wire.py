@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from credman import Credential, CredentialInfo, Grant, Permission, Transition
-from credman.client._access import Access
+from credman import Access, Credential, CredentialInfo, Grant, Permission, Secret, Transition
 from credman.errors import (
     AccessDenied,
     ConcurrentUpdate,
@@ -37,7 +37,6 @@ __all__ = ["Call", "ServiceError", "access_call", "error_for"]
 
 T = TypeVar("T")
 
-_ACCESS = TypeAdapter(Access)
 _INFO = TypeAdapter(CredentialInfo)
 _INFOS = TypeAdapter(list[CredentialInfo])
 _HISTORY = TypeAdapter(list[Transition])
@@ -76,24 +75,41 @@ def _path(credential_id: str, suffix: str = "") -> str:
 def _reader(adapter: TypeAdapter[T], what: str) -> Callable[[Any], T]:
     def parse(data: Any) -> T:
         try:
-            return adapter.validate_python(_renamed(data))
+            return adapter.validate_python(data)
         except ValidationError:
             raise ServiceError(f"the service answered a malformed {what}") from None
 
     return parse
 
 
-_INFO_ID = next(f.name for f in fields(CredentialInfo) if f.name.endswith("_id"))
+class _AccessWire(BaseModel):
+    """``Access`` as the server sends it (``token`` is the bare secret, when it has one)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    credential_id: str
+    version: int
+    headers: dict[str, str]
+    params: dict[str, str]
+    expires_at: AwareDatetime | None
+    token: str | None = None
+    refreshable: bool = True  # a server that does not say: asking again may help
 
 
-def _renamed(data: Any) -> Any:
-    """The wire calls a credential's id ``credential_id``; match the installed CredentialInfo."""
-    if isinstance(data, list):
-        return [_renamed(item) for item in data]
-    if isinstance(data, dict) and "credential_id" in data and "type" in data:
-        data = dict(data)
-        data[_INFO_ID] = data.pop("credential_id")
-    return data
+def _access(data: Any) -> Access:
+    try:
+        wire = _AccessWire.model_validate(data)
+    except ValidationError:
+        raise ServiceError("the service answered a malformed access") from None
+    return Access(
+        credential_id=wire.credential_id,
+        version=wire.version,
+        headers=wire.headers,
+        params=wire.params,
+        expires_at=wire.expires_at.astimezone(UTC) if wire.expires_at else None,
+        token=Secret(wire.token) if wire.token else None,
+        refreshable=wire.refreshable,
+    )
 
 
 def access_call(
@@ -106,7 +122,7 @@ def access_call(
     if rejected_version is not None:
         body["rejected_version"] = rejected_version
     path = _path(credential_id, "/access")
-    return Call("POST", path, _reader(_ACCESS, "access"), body, credential_id)
+    return Call("POST", path, _access, body, credential_id)
 
 
 def info_call(credential_id: str) -> Call[CredentialInfo]:
