@@ -13,7 +13,7 @@ import httpx
 
 from credman import Access, Credential, CredentialInfo, Grant, Permission, Transition
 from credman.client import _wire as wire
-from credman.client._auth import AsyncServiceAuth
+from credman.client._auth import AsyncAccessAuth
 from credman.client._cache import ClientStats
 from credman.client._common import (
     DEFAULT_MIN_TTL,
@@ -25,6 +25,7 @@ from credman.client._common import (
 )
 from credman.client._config import Verify, check_url, from_environment, ssl_context
 from credman.crypto import Secret
+from credman.errors import InvalidTransition
 
 __all__ = ["AsyncClient"]
 
@@ -107,8 +108,20 @@ class AsyncClient:
             return access
 
     def auth(self, credential_id: str, *, min_ttl: float = DEFAULT_MIN_TTL) -> httpx.Auth:
-        """``httpx.Auth`` for ``httpx.AsyncClient``: injects; a 401 gets one fresh version."""
-        return AsyncServiceAuth(self, credential_id, min_ttl=min_ttl)
+        """``httpx.Auth`` for ``httpx.AsyncClient``: injects; a 401 reports the version to the
+        server (which refreshes at most once per version) and retries once if it moved on."""
+
+        async def current() -> Access:
+            return await self.access(credential_id, min_ttl=min_ttl)
+
+        async def renew(version: int) -> bool:
+            try:
+                fresh = await self.access_after_rejection(credential_id, version, min_ttl=min_ttl)
+            except InvalidTransition:  # nothing can replace this material: the 401 stands
+                return False
+            return fresh.version != version
+
+        return AsyncAccessAuth(credential_id, current, renew)
 
     async def info(self, credential_id: str) -> CredentialInfo:
         """What the service knows of the credential, no secrets."""

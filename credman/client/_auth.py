@@ -1,60 +1,54 @@
-"""``httpx.Auth`` for ``AsyncClient`` (``Client`` uses the library's ``AccessAuth``): inject
-``Access``; after a 401, ask once for a fresh version.
+"""``httpx.Auth`` for ``AsyncClient``: the async twin of the library's ``AccessAuth``.
 
-On a 401 from the resource the flow sends the version it used as ``rejected_version``; the
-server refreshes at most once per version (whichever component reports it first) and
-answers the current material to everyone else. The request is retried once, and only when
-the version moved on (retrying the same material would get the same 401); when the server
-cannot replace the material (a static key: no refresh edge), the 401 is the answer.
+It is given a coroutine function that returns the current ``Access`` and one that reports a
+rejected version to the server (which refreshes at most once per version) and says whether
+a retry is worth it. On a 401 to refreshable material it reports once and, only when fresh
+material came back, retries once.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 
 import httpx
 
-from credman.errors import CredentialError, InvalidTransition
+from credman import Access
+from credman.errors import CredentialError
 from credman.httpx_auth import apply_access
 
-if TYPE_CHECKING:
-    from credman.client._async import AsyncClient
-
-__all__ = ["AsyncServiceAuth"]
+__all__ = ["AsyncAccessAuth"]
 
 
-class AsyncServiceAuth(httpx.Auth):
-    """Authenticates requests with one credential's material from an :class:`AsyncClient`."""
+class AsyncAccessAuth(httpx.Auth):
+    """Authenticates ``httpx.AsyncClient`` requests with one credential's material."""
 
-    requires_request_body = True
+    requires_request_body = True  # a retry after a 401 re-sends the body
 
-    def __init__(self, client: AsyncClient, credential_id: str, *, min_ttl: float) -> None:
-        self._client = client
-        self._credential_id = credential_id
-        self._min_ttl = min_ttl
+    def __init__(
+        self,
+        credential_id: str,
+        current: Callable[[], Awaitable[Access]],
+        renew: Callable[[int], Awaitable[bool]],
+    ) -> None:
+        self.credential_id = credential_id
+        self._current = current
+        self._renew = renew
 
     def __repr__(self) -> str:
-        return f"AsyncServiceAuth({self._credential_id!r})"
+        return f"AsyncAccessAuth({self.credential_id!r})"
 
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
         raise CredentialError("AsyncClient.auth() is for httpx.AsyncClient; use Client.auth()")
-        yield request  # pragma: no cover
+        yield request  # pragma: no cover  (makes this a generator)
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        access = await self._client.access(self._credential_id, min_ttl=self._min_ttl)
+        access = await self._current()
         response = yield apply_access(request, access)
         if response.status_code != 401 or not access.refreshable:
             return
-        try:
-            fresh = await self._client.access_after_rejection(
-                self._credential_id, access.version, min_ttl=self._min_ttl
-            )
-        except InvalidTransition:  # nothing can replace this material: the 401 stands
-            return
-        if fresh.version != access.version:
-            yield apply_access(request, fresh)
+        if await self._renew(access.version):
+            yield apply_access(request, await self._current())

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import uvicorn
 
 from credman import CredentialManager, OAuth2, Permission
 from credman.client import Client
+from credman.clock import ManualClock
 from credman.server import create_app
 from credman.tokenserver import TokenServer
 
@@ -70,20 +71,6 @@ class Service:
     def requests(self) -> int:
         """HTTP requests the app has received so far."""
         return self.counter.requests
-
-
-class MovableClock:
-    """A clock for the client's cache that moves only when told."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move forward by ``seconds``."""
-        self.now += timedelta(seconds=seconds)
 
 
 def issue_tls(directory: Path) -> TLS:
@@ -139,9 +126,9 @@ def service(manager: CredentialManager, tls: TLS) -> Iterator[Service]:
 
 
 @pytest.fixture
-def clock() -> MovableClock:
-    """A movable clock for the client's cache."""
-    return MovableClock()
+def clock() -> ManualClock:
+    """A clock for the client's cache that moves only when the test moves it."""
+    return ManualClock(datetime.now(UTC))
 
 
 @pytest.fixture

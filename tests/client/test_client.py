@@ -20,6 +20,7 @@ import pytest
 
 from credman import ApiKey, BearerToken, OAuth2
 from credman.client import AsyncClient, Client, ServiceError
+from credman.clock import ManualClock
 from credman.errors import (
     AccessDenied,
     CredentialUnusable,
@@ -29,7 +30,7 @@ from credman.errors import (
 )
 
 if TYPE_CHECKING:
-    from conftest import MovableClock, Service
+    from conftest import Service
 
     from credman.tokenserver import TokenServer
 
@@ -82,15 +83,15 @@ def test_cache_off_asks_every_time(service: Service) -> None:
         assert (before + 1, 0) == (service.requests, client.stats.hits)
 
 
-def test_cache_entry_ages_out_at_max_age(service: Service, clock: MovableClock) -> None:
+def test_cache_entry_ages_out_at_max_age(service: Service, clock: ManualClock) -> None:
     """An entry serves until max_age, then the next access() asks the server."""
     service.manager.store("github-x", ApiKey(key="k-1"), principal=ADMIN)
     with service.client(max_age=30, clock=clock) as client:
         client.access("github-x")
-        clock.advance(29.9)
+        clock.advance(seconds=29.9)
         client.access("github-x")
         served_from_memory = service.requests
-        clock.advance(0.1)
+        clock.advance(seconds=0.1)
         client.access("github-x")
         assert (served_from_memory + 1, 1, 2) == (
             service.requests,
@@ -99,7 +100,7 @@ def test_cache_entry_ages_out_at_max_age(service: Service, clock: MovableClock) 
         )
 
 
-def test_cache_entry_ends_at_its_refresh_time(service: Service, clock: MovableClock) -> None:
+def test_cache_entry_ends_at_its_refresh_time(service: Service, clock: ManualClock) -> None:
     """An entry whose material would not last min_ttl + headroom is not served from memory."""
     expires_at = datetime.now(UTC) + timedelta(seconds=300)
     service.manager.store(
@@ -108,15 +109,15 @@ def test_cache_entry_ends_at_its_refresh_time(service: Service, clock: MovableCl
     with service.client(max_age=3600, headroom=5, clock=clock) as client:
         access = client.access("github-x", min_ttl=30)
         assert expires_at == access.expires_at
-        clock.now = expires_at - timedelta(seconds=36)
+        clock.advance(expires_at - timedelta(seconds=36) - clock.now())
         client.access("github-x", min_ttl=30)
         assert 1 == client.stats.hits
-        clock.now = expires_at - timedelta(seconds=34)
+        clock.advance(expires_at - timedelta(seconds=34) - clock.now())
         client.access("github-x", min_ttl=30)
         assert (1, 2) == (client.stats.hits, client.stats.misses)
 
 
-def test_a_longer_min_ttl_is_a_miss(service: Service, clock: MovableClock) -> None:
+def test_a_longer_min_ttl_is_a_miss(service: Service, clock: ManualClock) -> None:
     """Material cached for one need is not served to a caller that needs it to last longer."""
     expires_at = datetime.now(UTC) + timedelta(seconds=600)
     service.manager.store(
@@ -124,36 +125,36 @@ def test_a_longer_min_ttl_is_a_miss(service: Service, clock: MovableClock) -> No
     )
     with service.client(max_age=3600, headroom=5, clock=clock) as client:
         client.access("github-x", min_ttl=30)
-        clock.now = expires_at - timedelta(seconds=200)
+        clock.advance(expires_at - timedelta(seconds=200) - clock.now())
         client.access("github-x", min_ttl=196)
         client.access("github-x", min_ttl=10)
         assert (1, 2) == (client.stats.hits, client.stats.misses)
 
 
 def test_revoke_reaches_a_cached_client_within_max_age(
-    service: Service, clock: MovableClock
+    service: Service, clock: ManualClock
 ) -> None:
     """After a revoke the cached entry serves until max_age; then the client is refused."""
     service.manager.store("github-x", ApiKey(key="k-1"), principal=ADMIN)
     with service.client(max_age=30, clock=clock) as client:
         client.access("github-x")
         service.manager.revoke("github-x", principal=ADMIN, reason="offboarded")
-        clock.advance(29)
+        clock.advance(seconds=29)
         client.access("github-x")  # the documented staleness: still cached
-        clock.advance(1)
+        clock.advance(seconds=1)
         with pytest.raises(CredentialUnusable):
             client.access("github-x")
 
 
 def test_ungrant_reaches_a_cached_client_within_max_age(
-    service: Service, clock: MovableClock
+    service: Service, clock: ManualClock
 ) -> None:
     """After an ungrant the client is refused once its entry is max_age old."""
     service.manager.store("github-x", ApiKey(key="k-1"), principal=ADMIN)
     with service.client(max_age=30, clock=clock) as client:
         client.access("github-x")
         service.manager.revoke_grant(WORKER, "github-*", principal=ADMIN)
-        clock.advance(30)
+        clock.advance(seconds=30)
         with pytest.raises(AccessDenied):
             client.access("github-x")
 
