@@ -41,7 +41,7 @@ from credman.errors import (
     TooManyAttempts,
     Unauthenticated,
 )
-from credman.storage import PrincipalRecord, write
+from credman.storage import PrincipalRecord, read, write
 from credman.storage import principals as rows
 
 __all__ = [
@@ -346,15 +346,17 @@ class Principals:
         if token is None or parts is None:
             why = "missing" if not token else "malformed"
             self._refuse(keys, why, shaped_id, now)
+        engine = self._operations.engine
         try:
-            with write(self._operations.engine) as connection:
+            with read(engine) as connection:  # no write lock unless last_used_at is due
                 record = rows.load_principal_by_token_id(connection, parts.token_id)
-                reason = self._check(record, token, now)
-                if reason is None and record is not None:
-                    last = record.last_used_at
-                    if last is None or now - last >= _TOUCH_EVERY:
+            reason = self._check(record, token, now)
+            if reason is None and record is not None:
+                last = record.last_used_at
+                if last is None or now - last >= _TOUCH_EVERY:
+                    with write(engine) as connection:
                         rows.touch_principal(connection, record.name, now)
-                    return record.name
+                return record.name
         except SQLAlchemyError as exc:
             message = f"database error during authenticate: {type(exc).__name__}"
             raise StorageError(message) from None

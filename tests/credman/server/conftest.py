@@ -1,8 +1,8 @@
-"""A real credman HTTP service for tests: uvicorn on loopback with TLS from a test CA.
+"""Fixtures for the HTTP service's tests: uvicorn on loopback with TLS from a test CA.
 
-``running_service(manager)`` starts uvicorn in a thread on an ephemeral port with a
-certificate issued by a fresh ``trustme`` CA and yields a :class:`Service` with an httpx
-client that trusts only that CA.
+``serve_app(manager)`` starts uvicorn in a thread on an ephemeral port with a certificate
+issued by a fresh ``trustme`` CA and yields a :class:`Service` with an httpx client that
+trusts only that CA; ``tls_files`` and ``loopback_port`` serve the process tests.
 """
 
 from __future__ import annotations
@@ -10,24 +10,19 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trustme
 import uvicorn
 
 from credman import CredentialManager
 from credman.server import ServerSettings, create_app
-
-
-def real_now() -> datetime:
-    """The current time, as a starting point for a hand-moved clock."""
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -99,3 +94,25 @@ def running_service(
         client.close()
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def serve_app(tmp_path: Path) -> Callable[..., Any]:
+    """``serve_app(manager, settings=None)``: a context manager running the API over TLS."""
+
+    def start(manager: CredentialManager, settings: ServerSettings | None = None) -> Any:
+        return running_service(manager, tmp_path, settings)
+
+    return start
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for 127.0.0.1: (ca.pem, cert.pem, key.pem)."""
+    return issue_tls(tmp_path)
+
+
+@pytest.fixture
+def loopback_port() -> int:
+    """An ephemeral port on loopback."""
+    return free_port()

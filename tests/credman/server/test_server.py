@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import oauth_credential
-from servicekit import Service, real_now, running_service
 
 from credman import ApiKey, BearerToken, CredentialManager, OAuth2, Permission
 from credman.clock import ManualClock
@@ -22,7 +21,7 @@ ADMIN = "admin"
 @pytest.fixture
 def clock() -> ManualClock:
     """A clock the test moves by hand."""
-    return ManualClock(real_now())
+    return ManualClock(datetime.now(UTC))
 
 
 @pytest.fixture
@@ -32,9 +31,9 @@ def mgr(make_manager: Callable[..., CredentialManager], clock: ManualClock) -> C
 
 
 @pytest.fixture
-def service(mgr: CredentialManager, tmp_path: Path) -> Iterator[Service]:
+def service(mgr: CredentialManager, serve_app: Callable[..., Any]) -> Iterator[Any]:
     """The HTTP API over ``mgr`` on 127.0.0.1 with TLS from a test CA."""
-    with running_service(mgr, tmp_path) as running:
+    with serve_app(mgr) as running:
         yield running
 
 
@@ -62,7 +61,7 @@ def _store_keys(mgr: CredentialManager, canary: Callable[[str], str]) -> tuple[s
 
 
 def test_use_principal_gets_its_material_over_https(
-    service: Service, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
+    service: Any, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
 ) -> None:
     """A component with use on github-* gets github-x's headers, not cacheable."""
     github, _ = _store_keys(mgr, canary)
@@ -74,7 +73,7 @@ def test_use_principal_gets_its_material_over_https(
 
 
 def test_forbidden_and_missing_ids_get_the_same_403(
-    service: Service, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
+    service: Any, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
 ) -> None:
     """stripe (exists, not granted) and nope (does not exist) answer byte-identical 403s."""
     _, stripe = _store_keys(mgr, canary)
@@ -87,7 +86,7 @@ def test_forbidden_and_missing_ids_get_the_same_403(
 
 
 def test_denial_is_audited_under_the_authenticated_name_with_request_id(
-    service: Service, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
+    service: Any, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
 ) -> None:
     """The 403 for stripe is an audit row of sync-worker carrying the request's id and peer."""
     _store_keys(mgr, canary)
@@ -110,7 +109,7 @@ def _changed(token: str) -> str:
 @pytest.mark.parametrize("case", ["none", "malformed", "changed", "expired", "revoked", "basic"])
 def test_bad_tokens_get_401_audited_and_nothing(
     case: str,
-    service: Service,
+    service: Any,
     mgr: CredentialManager,
     clock: ManualClock,
     canary: Callable[[str], str],
@@ -141,7 +140,7 @@ def test_bad_tokens_get_401_audited_and_nothing(
 
 
 def test_changed_character_is_audited_by_reason(
-    service: Service, mgr: CredentialManager, worker: str
+    service: Any, mgr: CredentialManager, worker: str
 ) -> None:
     """A token with a wrong secret but a right id is audited as such, with its public id."""
     forged = _changed(worker)
@@ -152,7 +151,7 @@ def test_changed_character_is_audited_by_reason(
 
 
 def test_revoke_takes_effect_on_the_next_request(
-    service: Service, mgr: CredentialManager, worker: str
+    service: Any, mgr: CredentialManager, worker: str
 ) -> None:
     """A request after the revoke is refused, though the one before it succeeded."""
     assert 200 == service.call("GET", "/v1/credentials", worker).status_code
@@ -160,9 +159,7 @@ def test_revoke_takes_effect_on_the_next_request(
     assert 401 == service.call("GET", "/v1/credentials", worker).status_code
 
 
-def test_rotation_retires_the_old_token(
-    service: Service, mgr: CredentialManager, worker: str
-) -> None:
+def test_rotation_retires_the_old_token(service: Any, mgr: CredentialManager, worker: str) -> None:
     """After rotate, the old token is refused and the new one works."""
     _, new = mgr.rotate_principal("sync-worker", principal=ADMIN)
     assert 401 == service.call("GET", "/v1/credentials", worker).status_code
@@ -170,7 +167,7 @@ def test_rotation_retires_the_old_token(
 
 
 def test_repeated_failures_lock_out_with_429(
-    service: Service, mgr: CredentialManager, worker: str
+    service: Any, mgr: CredentialManager, worker: str
 ) -> None:
     """Past the limit a token id gets 429 with Retry-After, even with the right secret."""
     mgr.configure_auth_throttle(max_failures=3, lockout=120)
@@ -184,7 +181,7 @@ def test_repeated_failures_lock_out_with_429(
 
 
 def test_lockout_ends_after_its_time(
-    service: Service, mgr: CredentialManager, worker: str, clock: ManualClock
+    service: Any, mgr: CredentialManager, worker: str, clock: ManualClock
 ) -> None:
     """When the lockout has passed, the right token works again."""
     mgr.configure_auth_throttle(max_failures=2, lockout=60)
@@ -209,11 +206,12 @@ SECRET_ROUTES = [
 
 
 def test_use_principal_never_sees_refresh_token_or_client_secret(
-    service: Service,
+    service: Any,
     mgr: CredentialManager,
     worker: str,
     canary: Callable[[str], str],
     server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """No route hands a use principal the refresh token or the client secret."""
     refresh_canary = canary("refresh")
@@ -271,7 +269,7 @@ def test_bad_input_is_a_problem_naming_the_field_and_writes_nothing(
     path: str,
     body: Any,
     field: str,
-    service: Service,
+    service: Any,
     mgr: CredentialManager,
     admin_token: str,
     canary: Callable[[str], str],
@@ -288,10 +286,10 @@ def test_bad_input_is_a_problem_naming_the_field_and_writes_nothing(
 
 
 def test_body_over_the_limit_is_413(
-    mgr: CredentialManager, tmp_path: Path, admin_token: str
+    mgr: CredentialManager, serve_app: Callable[..., Any], admin_token: str
 ) -> None:
     """A body longer than max_body_bytes is refused before it is parsed."""
-    with running_service(mgr, tmp_path, ServerSettings(max_body_bytes=2048)) as service:
+    with serve_app(mgr, ServerSettings(max_body_bytes=2048)) as service:
         response = service.call(
             "PUT", "/v1/credentials/big", admin_token, json={"type": "bearer", "token": "x" * 4096}
         )
@@ -300,7 +298,7 @@ def test_body_over_the_limit_is_413(
 
 
 def test_manage_routes_store_refresh_and_revoke(
-    service: Service, mgr: CredentialManager, admin_token: str, canary: Callable[[str], str]
+    service: Any, mgr: CredentialManager, admin_token: str, canary: Callable[[str], str]
 ) -> None:
     """PUT stores, info shows it without secrets, revoke revokes it."""
     token = canary("put")
@@ -317,7 +315,7 @@ def test_manage_routes_store_refresh_and_revoke(
 
 
 def test_grants_can_be_added_listed_and_removed_by_an_admin_only(
-    service: Service, mgr: CredentialManager, admin_token: str, worker: str
+    service: Any, mgr: CredentialManager, admin_token: str, worker: str
 ) -> None:
     """POST/GET/DELETE /v1/grants work for an admin; a use principal gets 403."""
     body = {"principal": "etl", "pattern": "erp", "permissions": ["use"]}
@@ -332,7 +330,7 @@ def test_grants_can_be_added_listed_and_removed_by_an_admin_only(
 
 
 def test_audit_routes_need_audit(
-    service: Service, mgr: CredentialManager, admin_token: str, worker: str
+    service: Any, mgr: CredentialManager, admin_token: str, worker: str
 ) -> None:
     """The audit trail, its verification and head answer an admin and refuse a use principal."""
     assert True is service.call("GET", "/v1/audit/verify", admin_token).json()["ok"]
@@ -342,7 +340,7 @@ def test_audit_routes_need_audit(
     assert 403 == service.call("GET", "/v1/audit", worker).status_code
 
 
-def test_health_readiness_and_metrics(service: Service, worker: str) -> None:
+def test_health_readiness_and_metrics(service: Any, worker: str) -> None:
     """healthz and readyz answer without a token; metrics count requests by route template."""
     assert 200 == service.call("GET", "/healthz").status_code
     assert 200 == service.call("GET", "/readyz").status_code
@@ -353,7 +351,11 @@ def test_health_readiness_and_metrics(service: Service, worker: str) -> None:
 
 
 def test_the_401_path_refreshes_once_per_rejected_version(
-    service: Service, mgr: CredentialManager, worker: str, server: TokenServer
+    service: Any,
+    mgr: CredentialManager,
+    worker: str,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """rejected_version refreshes once; a second report of the same version does not."""
     mgr.store("github-o", oauth_credential(server, expires_in=3600), principal=ADMIN)
@@ -368,7 +370,7 @@ def test_the_401_path_refreshes_once_per_rejected_version(
 
 
 def test_storage_down_is_503(
-    service: Service, mgr: CredentialManager, worker: str, database_url: str
+    service: Any, mgr: CredentialManager, worker: str, database_url: str
 ) -> None:
     """When the database cannot answer, requests and readiness get 503, not 500."""
     from sqlalchemy import create_engine, text
@@ -384,7 +386,7 @@ def test_storage_down_is_503(
 
 
 def test_the_whole_credential_needs_read(
-    service: Service, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
+    service: Any, mgr: CredentialManager, worker: str, canary: Callable[[str], str]
 ) -> None:
     """GET .../secret is 403 for use and answers a read principal, never cacheable."""
     github, _ = _store_keys(mgr, canary)
@@ -394,3 +396,35 @@ def test_the_whole_credential_needs_read(
     response = service.call("GET", "/v1/credentials/github-x/secret", reader)
     assert ("bearer", github) == (response.json()["type"], response.json()["token"])
     assert "no-store" == response.headers["cache-control"]
+
+
+def test_unix_socket_serves_the_same_api(
+    mgr: CredentialManager, worker: str, tmp_path: Path, canary: Callable[[str], str]
+) -> None:
+    """Over --uds a component gets its material; audit rows name the peer 'unix'."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from credman.server import create_app
+
+    github, _ = _store_keys(mgr, canary)
+    path = tmp_path / "credman.sock"
+    server = uvicorn.Server(uvicorn.Config(create_app(mgr), uds=str(path), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        thread.join(0.02)
+    transport = httpx.HTTPTransport(uds=str(path))
+    try:
+        with httpx.Client(transport=transport, base_url="http://credman") as client:
+            auth = {"Authorization": f"Bearer {worker}"}
+            got = client.post("/v1/credentials/github-x/access", headers=auth)
+            client.post("/v1/credentials/stripe/access", headers=auth)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert f"Bearer {github}" == got.json()["headers"]["Authorization"]
+    (denied,) = mgr.audit_events(principal=ADMIN, outcome="denied", credential_id="stripe")
+    assert "unix" == denied.detail["peer"]

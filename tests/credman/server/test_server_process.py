@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from servicekit import free_port, issue_tls
 
 from credman import BearerToken, CredentialManager, Permission
 
@@ -25,11 +24,15 @@ REQUESTS_EACH = 150
 
 @pytest.fixture
 def process(
-    database_url: str, key_file: Path, tmp_path: Path, manager: CredentialManager
+    database_url: str,
+    key_file: Path,
+    manager: CredentialManager,
+    tls_files: tuple[Path, Path, Path],
+    loopback_port: int,
 ) -> Iterator[tuple[subprocess.Popen[str], str, ssl.SSLContext]]:
     """A serve process on an ephemeral loopback port with TLS from a test CA."""
-    ca_file, cert_file, tls_key = issue_tls(tmp_path)
-    port = free_port()
+    ca_file, cert_file, tls_key = tls_files
+    port = loopback_port
     child = subprocess.Popen(
         [
             sys.executable,

@@ -11,7 +11,7 @@ from credman import CredentialValidationError
 from credman.server import load_settings
 from credman.server.app import openapi_document
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
 
 
 def test_docs_openapi_json_is_current() -> None:
