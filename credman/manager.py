@@ -15,7 +15,6 @@ from typing import Self, TypeVar, overload
 
 import httpx
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from credman._operation import Operations
@@ -79,12 +78,12 @@ class CredentialManager:
         keyring = provider.load()  # no key, no start
         self.policy = refresh_policy or RefreshPolicy()
         self.clock = as_clock(clock)
-        self.database_url = make_url(settings.database_url).render_as_string(hide_password=True)
-        self._http = http_client or httpx.Client(follow_redirects=False)
-        self._owns_http = http_client is None
         self._engine = make_engine(
             settings.database_url, synchronous=synchronous, create=migrate_schema
         )
+        self.database_url = self._engine.url.render_as_string(hide_password=True)
+        self._http = http_client or httpx.Client(follow_redirects=False)
+        self._owns_http = http_client is None
         try:
             self._prepare_schema(migrate_schema)
         except BaseException:
