@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck mapped importlint downstream pytest bench diagrams openapi bench-server clean
+.PHONY: demo test lint typecheck mapped importlint downstream pytest bench diagrams openapi bench-server bench-service clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ diagrams: $(STAMP)
 
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.server_auth
+
+# The service and its client: cached and remote access(), token checks, throughput (~1.5 min).
+bench-service: $(STAMP)
+	$(BIN)/python -m bench.service
 
 openapi: $(STAMP)
 	$(BIN)/python -m credman.server openapi > docs/openapi.json

@@ -92,6 +92,15 @@ def _global(
             "Default: you, as operator:<os user>, with full power.",
         ),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CREDMAN_URL",
+            metavar="URL",
+            help="Talk to this running service (with CREDMAN_TOKEN, and CREDMAN_CA for a "
+            "private CA) instead of the local database.",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Logs with their source; error details.")
     ] = False,
@@ -104,7 +113,11 @@ def _global(
 ) -> None:
     """Credential manager for integration services."""
     ctx.obj = Options(
-        database_url=database_url, key_file=key_file, acting_as=acting_as, verbose=verbose
+        database_url=database_url,
+        key_file=key_file,
+        acting_as=acting_as,
+        verbose=verbose,
+        server=server,
     )
     if verbose:
         configure_logging(level="DEBUG", source=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import typer
 
 from credman.config import Settings
+from credman.errors import CredentialValidationError
 from credman.manager import CredentialManager
 
 __all__ = ["Options", "open_manager", "operator_principal", "options"]
@@ -40,6 +41,7 @@ class Options:
     key_file: str | None = None
     acting_as: str | None = None
     verbose: bool = False
+    server: str | None = None
 
     @property
     def principal(self) -> str:
@@ -71,7 +73,14 @@ def open_manager(ctx: typer.Context, *, create: bool = False) -> Iterator[Creden
     Only ``credman init`` and ``credman migrate`` pass ``create``: every other command
     refuses a missing database or an old schema instead of making one.
     """
-    manager = options(ctx).manager(create=create)
+    chosen = options(ctx)
+    if chosen.server:
+        command = ctx.command_path.removeprefix(ctx.find_root().command_path).strip()
+        raise CredentialValidationError(
+            f"--server: 'credman {command}' works on the local database only",
+            fields=("server",),
+        )
+    manager = chosen.manager(create=create)
     try:
         yield manager
     finally:

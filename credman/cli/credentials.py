@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from credman.cli.backend import open_backend
 from credman.cli.context import open_manager, options
 from credman.cli.output import JsonFlag, ago, err, info_record, out, print_json, table, when
 from credman.errors import CredentialUnusable
@@ -24,8 +25,8 @@ def list_credentials(
     as_json: JsonFlag = False,
 ) -> None:
     """The credentials you may see."""
-    with open_manager(ctx) as manager:
-        infos = manager.list(principal=options(ctx).principal, state=state and state.upper())
+    with open_backend(ctx) as backend:
+        infos = backend.list(state=state and state.upper())
     if as_json:
         print_json([info_record(info) for info in infos])
         return
@@ -45,8 +46,8 @@ def list_credentials(
 
 def status(ctx: typer.Context, credential_id: CredentialId, as_json: JsonFlag = False) -> None:
     """A credential's state and metadata (no secret values)."""
-    with open_manager(ctx) as manager:
-        info = manager.info(credential_id, principal=options(ctx).principal)
+    with open_backend(ctx) as backend:
+        info = backend.info(credential_id)
     record = info_record(info)
     if as_json:
         print_json(record)
@@ -67,8 +68,8 @@ def status(ctx: typer.Context, credential_id: CredentialId, as_json: JsonFlag = 
 
 def history(ctx: typer.Context, credential_id: CredentialId, as_json: JsonFlag = False) -> None:
     """Every transition of a credential, oldest first."""
-    with open_manager(ctx) as manager:
-        steps = manager.history(credential_id, principal=options(ctx).principal)
+    with open_backend(ctx) as backend:
+        steps = backend.history(credential_id)
     if as_json:
         print_json(
             [
@@ -105,8 +106,8 @@ def token(ctx: typer.Context, credential_id: CredentialId) -> None:
     An access token, a bearer token or an API key, always without a prefix or header
     name; ``credman header ID`` prints the whole header line. Needs only ``use``.
     """
-    with open_manager(ctx) as manager:
-        access = manager.access(credential_id, principal=options(ctx).principal)
+    with open_backend(ctx) as backend:
+        access = backend.access(credential_id)
     if access.token is None:
         raise CredentialUnusable(
             credential_id, "usable", "it has no single token (try credman header)"
@@ -116,8 +117,8 @@ def token(ctx: typer.Context, credential_id: CredentialId) -> None:
 
 def header(ctx: typer.Context, credential_id: CredentialId) -> None:
     """Print the ready header line, e.g. ``Authorization: Bearer ...`` (curl -H "$(...)")."""
-    with open_manager(ctx) as manager:
-        access = manager.access(credential_id, principal=options(ctx).principal)
+    with open_backend(ctx) as backend:
+        access = backend.access(credential_id)
     if not access.headers:
         raise CredentialUnusable(
             credential_id, "usable", "it goes in a query parameter, not a header"
@@ -132,9 +133,9 @@ def refresh(
     force: Annotated[bool, typer.Option("--force", help="Refresh even if not due.")] = False,
 ) -> None:
     """Refresh an OAuth2 or JWT credential now (--force) or if it is due; exit 1 on failure."""
-    with open_manager(ctx) as manager:
-        before = manager.info(credential_id, principal=options(ctx).principal)
-        info = manager.refresh(credential_id, principal=options(ctx).principal, force=force)
+    with open_backend(ctx) as backend:
+        before = backend.info(credential_id)
+        info = backend.refresh(credential_id, force=force)
     if info.last_error and info.attempts > before.attempts:
         # the provider failed but the current token still works: say so, and fail
         err.print(
@@ -171,8 +172,8 @@ def revoke(
     reason: Annotated[str, typer.Option(metavar="TEXT", help="Why (recorded in history).")],
 ) -> None:
     """Revoke a credential for good: its secret material is destroyed, its history kept."""
-    with open_manager(ctx) as manager:
-        info = manager.revoke(credential_id, principal=options(ctx).principal, reason=reason)
+    with open_backend(ctx) as backend:
+        info = backend.revoke(credential_id, reason=reason)
     out.print(f"revoked {credential_id!r} (version {info.version})")
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from credman.cli.context import open_manager, options
+from credman.cli.backend import open_backend
 from credman.cli.output import JsonFlag, out, print_json, table, when
 
 __all__ = ["register"]
@@ -19,8 +19,8 @@ def grant(
     permissions: Annotated[list[str], typer.Argument(metavar="PERMISSION")],
 ) -> None:
     """Grant permissions (use, manage, audit, admin) on ids matching PATTERN."""
-    with open_manager(ctx) as manager:
-        result = manager.grant(grantee, pattern, permissions, principal=options(ctx).principal)
+    with open_backend(ctx) as backend:
+        result = backend.grant(grantee, pattern, permissions)
     out.print(f"{grantee} may {','.join(sorted(result.permissions))} on {pattern!r}")
 
 
@@ -30,8 +30,8 @@ def ungrant(
     pattern: Annotated[str, typer.Argument(metavar="PATTERN")],
 ) -> None:
     """Remove a principal's grant on PATTERN."""
-    with open_manager(ctx) as manager:
-        removed = manager.revoke_grant(grantee, pattern, principal=options(ctx).principal)
+    with open_backend(ctx) as backend:
+        removed = backend.ungrant(grantee, pattern)
     out.print(f"removed {grantee} on {pattern!r}" if removed else "no such grant")
 
 
@@ -41,8 +41,8 @@ def grants(
     as_json: JsonFlag = False,
 ) -> None:
     """The grants in force."""
-    with open_manager(ctx) as manager:
-        rows = manager.grants(principal=options(ctx).principal, grantee=grantee)
+    with open_backend(ctx) as backend:
+        rows = backend.grants(grantee)
     if as_json:
         print_json(
             [
