@@ -3,7 +3,7 @@
 from loguru import logger
 
 from credman.access import Grant
-from credman.audit import AuditEvent, AuditReport
+from credman.audit import ArchiveReport, AuditEvent, AuditReport
 from credman.crypto import Secret
 from credman.errors import (
     AccessDenied,
@@ -34,6 +34,7 @@ from credman.manager import CredentialInfo, CredentialManager, Transition
 __all__ = [
     "AccessDenied",
     "ApiKey",
+    "ArchiveReport",
     "AuditError",
     "AuditEvent",
     "AuditReport",

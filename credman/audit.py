@@ -13,18 +13,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from credman.errors import AuditError
-from credman.storage.engine import read
+from credman.errors import AuditError, CredentialValidationError
+from credman.storage.engine import read, write
 from credman.storage.tables import AuditEventRow, AuditHeadRow
 
-__all__ = ["GENESIS", "AuditEvent", "AuditLog", "AuditReport"]
+__all__ = ["ARCHIVE_FORMAT", "GENESIS", "ArchiveReport", "AuditEvent", "AuditLog", "AuditReport"]
 
 GENESIS = "0" * 64
 _EVENTS = AuditEventRow.__table__  # type: ignore[attr-defined]
@@ -32,6 +35,10 @@ _HEAD = AuditHeadRow.__table__  # type: ignore[attr-defined]
 _MAX_DETAIL_TEXT = 200
 # Built once: per-call statement construction dominated the profile of every audited call.
 _LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_ANCHORED_HEAD = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.anchor_seq, _HEAD.c.anchor_hash)
+ARCHIVE_FORMAT = "credman-audit-archive/1"
+ARCHIVE_ACTION = "audit_archive"
+_PRUNE_BATCH = 10_000
 _INSERT_EVENT = insert(_EVENTS)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
@@ -61,6 +68,21 @@ class AuditReport:
     first_bad_seq: int | None = None
     problem: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    anchor_seq: int = 0
+    """Where verification started: the last archived row (0: the chain's beginning)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveReport:
+    """What an archive run wrote and pruned; ``anchor_*`` is where verification now starts."""
+
+    path: str
+    rows: int
+    first_seq: int
+    anchor_seq: int
+    anchor_hash: str
+    sha256: str
+    pruned: int
 
 
 def _canonical(
@@ -146,30 +168,115 @@ class AuditLog:
         outside the database: the chain must still contain that row with that hash, which
         catches a rewrite of the newest rows together with the head.
         """
-        previous, expected_seq, checked = GENESIS, 1, 0
-        anchored = anchor is None
         with read(engine) as connection:
-            head_seq, head_hash = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
-            for row in _stream(connection, batch):
+            head = connection.execute(_ANCHORED_HEAD).one()
+            start = head.anchor_seq
+            previous, expected_seq, checked = head.anchor_hash, start + 1, 0
+            # an external anchor at or before the archive anchor is checked in the archive
+            anchored = anchor is None or anchor[0] <= start
+            archived: tuple[Any, Any] | None = None
+
+            def failed(bad: int, problem: str) -> AuditReport:
+                return AuditReport(
+                    False, checked, head.seq, head.hash, bad, problem, anchor_seq=start
+                )
+
+            for row in _stream(connection, batch, after=start):
                 problem = self._problem(row, previous, expected_seq)
                 if problem:
                     # a missing row is named by the number it should have had
-                    bad = min(row.seq, expected_seq)
-                    return AuditReport(False, checked, head_seq, head_hash, bad, problem)
+                    return failed(min(row.seq, expected_seq), problem)
                 anchored = anchored or (row.seq, row.hash) == anchor
+                if row.action == ARCHIVE_ACTION:
+                    archived = (row.detail.get("anchor_seq"), row.detail.get("anchor_hash"))
                 previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+        if start and archived != (start, head.anchor_hash):
+            problem = f"the chain starts after row {start}, but no archive event says so"
+            return failed(start + 1, problem)
         if not anchored and anchor is not None:
             problem = f"the anchored row {anchor[0]} is missing or differs (history rewritten)"
-            return AuditReport(False, checked, head_seq, head_hash, anchor[0], problem)
+            return failed(anchor[0], problem)
         last = expected_seq - 1
-        if head_seq != last:
-            problem = f"the chain ends at row {last} but the head says row {head_seq}"
-            bad = min(head_seq, last) + 1
-            return AuditReport(False, checked, head_seq, head_hash, bad, problem)
-        if head_hash != previous:
-            problem = f"the head's hash does not match row {last}"
-            return AuditReport(False, checked, head_seq, head_hash, last, problem)
-        return AuditReport(True, checked, head_seq, head_hash)
+        if head.seq != last:
+            problem = f"the chain ends at row {last} but the head says row {head.seq}"
+            return failed(min(head.seq, last) + 1, problem)
+        if head.hash != previous:
+            return failed(last, f"the head's hash does not match row {last}")
+        return AuditReport(True, checked, head.seq, head.hash, anchor_seq=start)
+
+    # -- retention ------------------------------------------------------------------------
+
+    def archive(
+        self,
+        engine: Engine,
+        *,
+        before_seq: int,
+        path: Path,
+        principal: str,
+        at: datetime,
+    ) -> ArchiveReport:
+        """Write the rows after the anchor and before ``before_seq`` to ``path``, then prune.
+
+        The file (JSON lines: a header naming the anchor it continues from, then one row
+        per line) is written and flushed before anything changes. One short transaction
+        then appends an ``audit_archive`` event naming the new anchor (the last archived
+        row) and the file's SHA-256, and moves the anchor; the archived rows are deleted
+        after it, in batches. Verification starts at the anchor, and the archive event,
+        which only the audit key can produce, is what vouches for it.
+        """
+        with read(engine) as connection:
+            head = connection.execute(_ANCHORED_HEAD).one()
+        _check_before(before_seq, head)
+        header = {"format": ARCHIVE_FORMAT, "anchor_seq": head.anchor_seq}
+        header["anchor_hash"] = head.anchor_hash
+        last_seq, last_hash, rows, digest = _write_archive(
+            engine, path, header, head.anchor_seq, before_seq
+        )
+        with write(engine) as connection:
+            current = connection.execute(_ANCHORED_HEAD.with_for_update()).one()
+            if current.anchor_seq != head.anchor_seq:
+                raise AuditError("another archive ran at the same time; nothing was pruned")
+            self.append(
+                connection,
+                at=at,
+                principal=principal,
+                action=ARCHIVE_ACTION,
+                credential_id=None,
+                detail={
+                    "anchor_seq": last_seq,
+                    "anchor_hash": last_hash,
+                    "previous_anchor_seq": head.anchor_seq,
+                    "rows": rows,
+                    "sha256": digest,
+                },
+            )
+            connection.execute(_MOVE_HEAD, {"anchor_seq": last_seq, "anchor_hash": last_hash})
+        pruned = _prune(engine, last_seq)
+        return ArchiveReport(
+            str(path), rows, head.anchor_seq + 1, last_seq, last_hash, digest, pruned
+        )
+
+    def verify_archive(self, path: Path) -> AuditReport:
+        """Recompute the chain inside an archive file, from the anchor its header names."""
+        with path.open(encoding="utf-8") as lines:
+            try:
+                header = json.loads(next(lines))
+                if header.get("format") != ARCHIVE_FORMAT:
+                    raise ValueError("format")
+                previous, expected_seq = header["anchor_hash"], header["anchor_seq"] + 1
+            except (StopIteration, ValueError, KeyError, TypeError, AttributeError):
+                raise AuditError(f"{path.name}: not a credman audit archive") from None
+            checked = 0
+            for line in lines:
+                row = _archived_row(line, expected_seq)
+                problem = self._problem(row, previous, expected_seq)
+                if problem:
+                    bad = min(row.seq, expected_seq)
+                    return AuditReport(False, checked, expected_seq - 1, previous, bad, problem)
+                previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+        return AuditReport(
+            True, checked, expected_seq - 1, previous, anchor_seq=header["anchor_seq"]
+        )
 
     def _problem(self, row: Any, previous: str, expected_seq: int) -> str | None:
         if row.seq != expected_seq:
@@ -206,13 +313,114 @@ class AuditLog:
         return [_event(row) for row in reversed(rows)]
 
 
-def _stream(connection: Connection, batch: int) -> Iterator[Any]:
-    """Every row in sequence order, including any an attacker numbered 0 or below."""
+def _stream(connection: Connection, batch: int, *, after: int = 0) -> Iterator[Any]:
+    """Every row after the anchor ``after`` in sequence order, including any an attacker
+    numbered 0 or below (rows 1..after are archived and may still await pruning)."""
     query = select(_EVENTS).order_by(_EVENTS.c.seq).limit(batch)
-    rows = connection.execute(query).all()
+    low = connection.execute(query.where(_EVENTS.c.seq <= 0)).all()
+    yield from low
+    rows = connection.execute(query.where(_EVENTS.c.seq > after)).all()
     while rows:
         yield from rows
         rows = connection.execute(query.where(_EVENTS.c.seq > rows[-1].seq)).all()
+
+
+def _check_before(before_seq: object, head: Any) -> None:
+    if (
+        not isinstance(before_seq, int)
+        or isinstance(before_seq, bool)
+        or not head.anchor_seq + 1 < before_seq <= head.seq + 1
+    ):
+        raise CredentialValidationError(
+            f"before_seq: a row number from {head.anchor_seq + 2} to {head.seq + 1} "
+            "(at least one row after the current anchor is archived)",
+            fields=("before_seq",),
+        )
+
+
+def _write_archive(
+    engine: Engine, path: Path, header: dict[str, Any], after: int, before_seq: int
+) -> tuple[int, str, int, str]:
+    """Write the header and rows (after, before_seq) to a new file.
+
+    Returns the last row's seq and hash, the row count and the file's SHA-256.
+    """
+    digest = hashlib.sha256()
+    last_seq, last_hash, rows = after, header["anchor_hash"], 0
+    try:
+        out = path.open("x", encoding="utf-8")  # never overwrite an earlier archive
+    except OSError as exc:
+        raise AuditError(f"cannot create the archive {path.name}: {exc.strerror}") from None
+    with out, read(engine) as connection:
+        line = json.dumps(header, sort_keys=True) + "\n"
+        out.write(line)
+        digest.update(line.encode())
+        query = select(_EVENTS).where(_EVENTS.c.seq < before_seq).order_by(_EVENTS.c.seq)
+        for row in connection.execute(query.where(_EVENTS.c.seq > after)):
+            line = json.dumps(_archive_line(row), sort_keys=True) + "\n"
+            out.write(line)
+            digest.update(line.encode())
+            last_seq, last_hash, rows = row.seq, row.hash, rows + 1
+        out.flush()
+        os.fsync(out.fileno())
+    return last_seq, last_hash, rows, digest.hexdigest()
+
+
+def _archive_line(row: Any) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "at": row.at.astimezone(UTC).isoformat(),
+        "principal": row.principal,
+        "action": row.action,
+        "credential_id": row.credential_id,
+        "outcome": row.outcome,
+        "detail": row.detail,
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }
+
+
+def _archived_row(line: str, expected_seq: int) -> Any:
+    """One archive line as a row; a line that does not parse is reported at its place."""
+    try:
+        data = json.loads(line)
+        data["at"] = datetime.fromisoformat(data["at"])
+        return SimpleNamespace(**{name: data[name] for name in _ARCHIVE_FIELDS})
+    except (ValueError, KeyError, TypeError):
+        return SimpleNamespace(seq=expected_seq, prev_hash=None)
+
+
+_ARCHIVE_FIELDS = (
+    "seq",
+    "at",
+    "principal",
+    "action",
+    "credential_id",
+    "outcome",
+    "detail",
+    "prev_hash",
+    "hash",
+)
+
+
+def _prune(engine: Engine, anchor_seq: int) -> int:
+    """Delete archived rows up to the anchor, in batches (the database allows only those)."""
+    pruned = 0
+    while True:
+        with write(engine) as connection:
+            low = connection.execute(
+                select(_EVENTS.c.seq)
+                .where(_EVENTS.c.seq >= 1, _EVENTS.c.seq <= anchor_seq)
+                .order_by(_EVENTS.c.seq)
+                .limit(_PRUNE_BATCH)
+            ).scalars()
+            seqs = list(low)
+            if not seqs:
+                return pruned
+            connection.execute(
+                delete(_EVENTS).where(_EVENTS.c.seq >= seqs[0], _EVENTS.c.seq <= seqs[-1])
+            )
+            pruned += len(seqs)
 
 
 def _event(row: Any) -> AuditEvent:

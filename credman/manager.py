@@ -7,7 +7,9 @@ refresh, the sweep and ``auth`` in ``_maintenance``; this module is the API of A
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -32,7 +34,7 @@ from credman.access import (
     check_principal,
     parse_permissions,
 )
-from credman.audit import AuditEvent, AuditReport
+from credman.audit import ArchiveReport, AuditEvent, AuditReport
 from credman.auth import CredentialAuth
 from credman.errors import (
     CredentialUnusable,
@@ -347,6 +349,35 @@ class CredentialManager(Maintenance):
             return self._audit.verify(self._engine, anchor=anchor)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read the audit trail: {type(exc).__name__}") from None
+
+    def archive_audit(
+        self, *, before_seq: int, path: str | os.PathLike[str], principal: str
+    ) -> ArchiveReport:
+        """Move audit rows older than ``before_seq`` to a JSON-lines file and prune them (admin).
+
+        Verification then starts at the anchor (the last archived row, vouched for by an
+        ``audit_archive`` event on the chain); the archive verifies on its own with
+        :meth:`verify_audit_archive`. Keep archives, like exported heads, apart from the
+        database.
+        """
+        with self._operation("audit_archive", principal, None, writes=False) as connection:
+            self._require_admin(connection, principal)
+        try:
+            report = self._audit.archive(
+                self._engine,
+                before_seq=before_seq,
+                path=Path(path),
+                principal=principal,
+                at=self._now(),
+            )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot archive the audit trail: {type(exc).__name__}") from None
+        logger.info("archived {} audit rows up to {}", report.rows, report.anchor_seq)
+        return report
+
+    def verify_audit_archive(self, path: str | os.PathLike[str]) -> AuditReport:
+        """Recompute the chain inside an archive written by :meth:`archive_audit`."""
+        return self._audit.verify_archive(Path(path))
 
     def audit_head(self) -> tuple[int, str]:
         """The audit chain's last sequence number and hash, for anchoring elsewhere."""

@@ -25,6 +25,7 @@ API_MD_NAMES = {
 EXTRA_NAMES = {
     "AuditError",
     "AuditEvent",
+    "ArchiveReport",
     "AuditReport",
     "ConcurrentUpdate",
     "Credential",
