@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,7 +230,7 @@ class AuditLog:
         header = {"format": ARCHIVE_FORMAT, "anchor_seq": head.anchor_seq}
         header["anchor_hash"] = head.anchor_hash
         last_seq, last_hash, rows, digest = _write_archive(
-            engine, path, header, head.anchor_seq, before_seq
+            engine, path, header, before_seq, self._problem
         )
         with write(engine) as connection:
             current = connection.execute(_ANCHORED_HEAD.with_for_update()).one()
@@ -339,30 +339,43 @@ def _check_before(before_seq: object, head: Any) -> None:
 
 
 def _write_archive(
-    engine: Engine, path: Path, header: dict[str, Any], after: int, before_seq: int
+    engine: Engine,
+    path: Path,
+    header: dict[str, Any],
+    before_seq: int,
+    problem: Callable[[Any, str, int], str | None],
 ) -> tuple[int, str, int, str]:
-    """Write the header and rows (after, before_seq) to a new file.
+    """Write the header and the rows after its anchor and before ``before_seq`` to a new file.
 
-    Returns the last row's seq and hash, the row count and the file's SHA-256.
+    Each row is verified on the way (``problem``): a chain that is already broken is not
+    archived, the file is removed and nothing is pruned. Returns the last row's seq and
+    hash, the row count and the file's SHA-256.
     """
     digest = hashlib.sha256()
-    last_seq, last_hash, rows = after, header["anchor_hash"], 0
+    last_seq, last_hash, rows = header["anchor_seq"], header["anchor_hash"], 0
     try:
         out = path.open("x", encoding="utf-8")  # never overwrite an earlier archive
     except OSError as exc:
         raise AuditError(f"cannot create the archive {path.name}: {exc.strerror}") from None
-    with out, read(engine) as connection:
-        line = json.dumps(header, sort_keys=True) + "\n"
-        out.write(line)
-        digest.update(line.encode())
-        query = select(_EVENTS).where(_EVENTS.c.seq < before_seq).order_by(_EVENTS.c.seq)
-        for row in connection.execute(query.where(_EVENTS.c.seq > after)):
-            line = json.dumps(_archive_line(row), sort_keys=True) + "\n"
+    try:
+        with out, read(engine) as connection:
+            line = json.dumps(header, sort_keys=True) + "\n"
             out.write(line)
             digest.update(line.encode())
-            last_seq, last_hash, rows = row.seq, row.hash, rows + 1
-        out.flush()
-        os.fsync(out.fileno())
+            query = select(_EVENTS).where(_EVENTS.c.seq < before_seq).order_by(_EVENTS.c.seq)
+            for row in connection.execute(query.where(_EVENTS.c.seq > last_seq)):
+                broken = problem(row, last_hash, last_seq + 1)
+                if broken:
+                    raise AuditError(f"audit row {min(row.seq, last_seq + 1)}: {broken}")
+                line = json.dumps(_archive_line(row), sort_keys=True) + "\n"
+                out.write(line)
+                digest.update(line.encode())
+                last_seq, last_hash, rows = row.seq, row.hash, rows + 1
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return last_seq, last_hash, rows, digest.hexdigest()
 
 

@@ -160,3 +160,22 @@ def test_an_existing_archive_file_is_never_overwritten(
     with pytest.raises(AuditError):
         filled.archive_audit(before_seq=3, path=path, principal="admin")
     assert ("keep me\n", [1, 2, 3, 4]) == (path.read_text(), _rows(database_url))
+
+
+def test_a_broken_chain_is_not_archived(
+    filled: CredentialManager, database_url: str, tmp_path: Path
+) -> None:
+    """An edited row stops the archive: no file is left and nothing is pruned."""
+    engine = make_engine(database_url)
+    with write(engine) as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("ALTER TABLE audit_event DISABLE TRIGGER USER"))
+            connection.execute(text("UPDATE audit_event SET principal = 'x' WHERE seq = 2"))
+            connection.execute(text("ALTER TABLE audit_event ENABLE TRIGGER USER"))
+        else:
+            connection.execute(text("DROP TRIGGER audit_event_no_update"))
+            connection.execute(text("UPDATE audit_event SET principal = 'x' WHERE seq = 2"))
+    engine.dispose()
+    with pytest.raises(AuditError, match="audit row 2"):
+        filled.archive_audit(before_seq=4, path=tmp_path / "a.jsonl", principal="admin")
+    assert (False, [1, 2, 3, 4]) == ((tmp_path / "a.jsonl").exists(), _rows(database_url))

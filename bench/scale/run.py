@@ -37,6 +37,10 @@ from credman.crypto import KeyFileProvider
 __all__ = ["run"]
 
 ADMIN = "admin"
+_STOP_GRACE = 300.0
+"""A serve process stops after its current tick (up to 1,000 refreshes, a minute or more on a
+loaded machine): killing it earlier would interrupt refreshes the provider has already
+done, and their retry would replay a spent refresh token."""
 _SETTLE = 5.0
 """Dues in a window's last seconds are not judged there (their sweep may run after it)."""
 
@@ -150,7 +154,7 @@ class Run:
         with sampler as s, _wait_events(self.engine, "bench-serve-%") as waits:
             peak = _watch(serving, self.plan.window)
         end, after = datetime.now(UTC), self.snapshot(serving)
-        self.kids.stop(serving)
+        self.kids.stop(serving, grace=_STOP_GRACE)
         stopped = datetime.now(UTC)
         judged_end = end - timedelta(seconds=_SETTLE)
         with self.engine.connect() as connection:
@@ -247,7 +251,7 @@ class Run:
         ready = time.monotonic() - began
         cleared = self._until_clear(down_at, limit=self.plan.restart_limit)
         time.sleep(_SETTLE)
-        self.kids.stop(serving)
+        self.kids.stop(serving, grace=_STOP_GRACE)
         with self.engine.connect() as connection:
             claims = connection.execute(
                 text(
