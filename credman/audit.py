@@ -14,33 +14,35 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine
 
 from credman.errors import AuditError, CredentialValidationError
-from credman.storage.engine import read, write
-from credman.storage.tables import AuditEventRow, AuditHeadRow
+from credman.storage import AuditHead, AuditRecord, read, write
+from credman.storage import audit as chain
 
-__all__ = ["ARCHIVE_FORMAT", "GENESIS", "ArchiveReport", "AuditEvent", "AuditLog", "AuditReport"]
+__all__ = [
+    "ARCHIVE_ACTION",
+    "ARCHIVE_FORMAT",
+    "GENESIS",
+    "ArchiveReport",
+    "AuditEvent",
+    "AuditLog",
+    "AuditReport",
+]
 
 GENESIS = "0" * 64
-_EVENTS = AuditEventRow.__table__  # type: ignore[attr-defined]
-_HEAD = AuditHeadRow.__table__  # type: ignore[attr-defined]
-_MAX_DETAIL_TEXT = 200
-# Built once: per-call statement construction dominated the profile of every audited call.
-_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-_ANCHORED_HEAD = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.anchor_seq, _HEAD.c.anchor_hash)
 ARCHIVE_FORMAT = "credman-audit-archive/1"
+"""The header line of an archive file names this format and the anchor it continues from."""
 ARCHIVE_ACTION = "audit_archive"
+"""The event that moves the anchor; only the audit key can produce one, so it vouches for it."""
+_MAX_DETAIL_TEXT = 200
 _PRUNE_BATCH = 10_000
-_INSERT_EVENT = insert(_EVENTS)
-_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +135,10 @@ class AuditLog:
         """Append one event inside the caller's transaction; return its sequence number."""
         detail = _check_detail(detail or {})
         at = at.astimezone(UTC)
-        head = connection.execute(_LOCK_HEAD).one()
-        seq = head.seq + 1
+        head_seq, head_hash = chain.lock_head(connection)
+        seq = head_seq + 1
         digest = self._hash(
-            head.hash, _canonical(seq, at, principal, action, credential_id, outcome, detail)
+            head_hash, _canonical(seq, at, principal, action, credential_id, outcome, detail)
         )
         event = {
             "seq": seq,
@@ -146,18 +148,17 @@ class AuditLog:
             "credential_id": credential_id,
             "outcome": outcome,
             "detail": detail,
-            "prev_hash": head.hash,
+            "prev_hash": head_hash,
             "hash": digest,
         }
-        connection.execute(_INSERT_EVENT, event)
-        connection.execute(_MOVE_HEAD, {"seq": seq, "hash": digest})
-        return int(seq)
+        chain.insert_event(connection, event)
+        chain.move_head(connection, seq, digest)
+        return seq
 
     def head(self, engine: Engine) -> tuple[int, str]:
         """The last sequence number and hash, for anchoring outside the database."""
         with read(engine) as connection:
-            row = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
-        return row.seq, row.hash
+            return chain.read_head(connection)
 
     def verify(
         self, engine: Engine, *, batch: int = 5000, anchor: tuple[int, str] | None = None
@@ -169,7 +170,7 @@ class AuditLog:
         catches a rewrite of the newest rows together with the head.
         """
         with read(engine) as connection:
-            head = connection.execute(_ANCHORED_HEAD).one()
+            head = chain.read_anchored_head(connection)
             start = head.anchor_seq
             previous, expected_seq, checked = head.anchor_hash, start + 1, 0
             # an external anchor at or before the archive anchor is checked in the archive
@@ -181,7 +182,7 @@ class AuditLog:
                     False, checked, head.seq, head.hash, bad, problem, anchor_seq=start
                 )
 
-            for row in _stream(connection, batch, after=start):
+            for row in chain.stream_events(connection, batch, after=start):
                 problem = self._problem(row, previous, expected_seq)
                 if problem:
                     # a missing row is named by the number it should have had
@@ -218,22 +219,26 @@ class AuditLog:
         """Write the rows after the anchor and before ``before_seq`` to ``path``, then prune.
 
         The file (JSON lines: a header naming the anchor it continues from, then one row
-        per line) is written and flushed before anything changes. One short transaction
-        then appends an ``audit_archive`` event naming the new anchor (the last archived
-        row) and the file's SHA-256, and moves the anchor; the archived rows are deleted
-        after it, in batches. Verification starts at the anchor, and the archive event,
-        which only the audit key can produce, is what vouches for it.
+        per line) is written, each row verified on the way, and flushed to disk before
+        anything changes. One short transaction then appends an ``audit_archive`` event
+        naming the new anchor (the last archived row) and the file's SHA-256, and moves the
+        anchor; the archived rows are deleted after it, in batches. Verification starts at
+        the anchor, and the archive event, which only the audit key can produce, vouches
+        for it.
         """
         with read(engine) as connection:
-            head = connection.execute(_ANCHORED_HEAD).one()
+            head = chain.read_anchored_head(connection)
         _check_before(before_seq, head)
-        header = {"format": ARCHIVE_FORMAT, "anchor_seq": head.anchor_seq}
-        header["anchor_hash"] = head.anchor_hash
+        header = {
+            "format": ARCHIVE_FORMAT,
+            "anchor_seq": head.anchor_seq,
+            "anchor_hash": head.anchor_hash,
+        }
         last_seq, last_hash, rows, digest = _write_archive(
             engine, path, header, before_seq, self._problem
         )
         with write(engine) as connection:
-            current = connection.execute(_ANCHORED_HEAD.with_for_update()).one()
+            current = chain.read_anchored_head(connection, lock=True)
             if current.anchor_seq != head.anchor_seq:
                 raise AuditError("another archive ran at the same time; nothing was pruned")
             self.append(
@@ -250,8 +255,14 @@ class AuditLog:
                     "sha256": digest,
                 },
             )
-            connection.execute(_MOVE_HEAD, {"anchor_seq": last_seq, "anchor_hash": last_hash})
-        pruned = _prune(engine, last_seq)
+            chain.move_anchor(connection, last_seq, last_hash)
+        pruned = 0
+        while True:
+            with write(engine) as connection:
+                deleted = chain.prune_archived(connection, last_seq, _PRUNE_BATCH)
+            if not deleted:
+                break
+            pruned += deleted
         return ArchiveReport(
             str(path), rows, head.anchor_seq + 1, last_seq, last_hash, digest, pruned
         )
@@ -268,17 +279,20 @@ class AuditLog:
                 raise AuditError(f"{path.name}: not a credman audit archive") from None
             checked = 0
             for line in lines:
-                row = _archived_row(line, expected_seq)
-                problem = self._problem(row, previous, expected_seq)
+                row = _archived_row(line)
+                problem = "the line is not an audit row" if row is None else None
+                if row is not None:
+                    problem = self._problem(row, previous, expected_seq)
                 if problem:
-                    bad = min(row.seq, expected_seq)
+                    bad = expected_seq if row is None else min(row.seq, expected_seq)
                     return AuditReport(False, checked, expected_seq - 1, previous, bad, problem)
+                assert row is not None
                 previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
         return AuditReport(
             True, checked, expected_seq - 1, previous, anchor_seq=header["anchor_seq"]
         )
 
-    def _problem(self, row: Any, previous: str, expected_seq: int) -> str | None:
+    def _problem(self, row: AuditRecord, previous: str, expected_seq: int) -> str | None:
         if row.seq != expected_seq:
             return f"expected row {expected_seq}, found {row.seq} (rows missing or inserted)"
         if row.prev_hash != previous:
@@ -300,32 +314,31 @@ class AuditLog:
         credential_id: str | None = None,
     ) -> list[AuditEvent]:
         """The newest events matching the filters, oldest first."""
-        query = select(_EVENTS).order_by(_EVENTS.c.seq.desc()).limit(limit)
-        for column, value in (
-            ("principal", principal),
-            ("outcome", outcome),
-            ("credential_id", credential_id),
-        ):
-            if value is not None:
-                query = query.where(_EVENTS.c[column] == value)
         with read(engine) as connection:
-            rows = connection.execute(query).all()
-        return [_event(row) for row in reversed(rows)]
+            rows = chain.newest_events(
+                connection,
+                limit=limit,
+                principal=principal,
+                outcome=outcome,
+                credential_id=credential_id,
+            )
+        return [_event(row) for row in rows]
 
 
-def _stream(connection: Connection, batch: int, *, after: int = 0) -> Iterator[Any]:
-    """Every row after the anchor ``after`` in sequence order, including any an attacker
-    numbered 0 or below (rows 1..after are archived and may still await pruning)."""
-    query = select(_EVENTS).order_by(_EVENTS.c.seq).limit(batch)
-    low = connection.execute(query.where(_EVENTS.c.seq <= 0)).all()
-    yield from low
-    rows = connection.execute(query.where(_EVENTS.c.seq > after)).all()
-    while rows:
-        yield from rows
-        rows = connection.execute(query.where(_EVENTS.c.seq > rows[-1].seq)).all()
+def _event(row: AuditRecord) -> AuditEvent:
+    return AuditEvent(
+        row.seq,
+        row.at,
+        row.principal,
+        row.action,
+        row.credential_id,
+        row.outcome,
+        row.detail,
+        row.hash,
+    )
 
 
-def _check_before(before_seq: object, head: Any) -> None:
+def _check_before(before_seq: object, head: AuditHead) -> None:
     if (
         not isinstance(before_seq, int)
         or isinstance(before_seq, bool)
@@ -343,7 +356,7 @@ def _write_archive(
     path: Path,
     header: dict[str, Any],
     before_seq: int,
-    problem: Callable[[Any, str, int], str | None],
+    problem: Callable[[AuditRecord, str, int], str | None],
 ) -> tuple[int, str, int, str]:
     """Write the header and the rows after its anchor and before ``before_seq`` to a new file.
 
@@ -362,8 +375,7 @@ def _write_archive(
             line = json.dumps(header, sort_keys=True) + "\n"
             out.write(line)
             digest.update(line.encode())
-            query = select(_EVENTS).where(_EVENTS.c.seq < before_seq).order_by(_EVENTS.c.seq)
-            for row in connection.execute(query.where(_EVENTS.c.seq > last_seq)):
+            for row in chain.events_between(connection, last_seq, before_seq):
                 broken = problem(row, last_hash, last_seq + 1)
                 if broken:
                     raise AuditError(f"audit row {min(row.seq, last_seq + 1)}: {broken}")
@@ -379,7 +391,7 @@ def _write_archive(
     return last_seq, last_hash, rows, digest.hexdigest()
 
 
-def _archive_line(row: Any) -> dict[str, Any]:
+def _archive_line(row: AuditRecord) -> dict[str, Any]:
     return {
         "seq": row.seq,
         "at": row.at.astimezone(UTC).isoformat(),
@@ -387,63 +399,19 @@ def _archive_line(row: Any) -> dict[str, Any]:
         "action": row.action,
         "credential_id": row.credential_id,
         "outcome": row.outcome,
-        "detail": row.detail,
+        "detail": dict(row.detail),
         "prev_hash": row.prev_hash,
         "hash": row.hash,
     }
 
 
-def _archived_row(line: str, expected_seq: int) -> Any:
-    """One archive line as a row; a line that does not parse is reported at its place."""
+def _archived_row(line: str) -> AuditRecord | None:
+    """One archive line as a record; None when it does not parse as one."""
     try:
         data = json.loads(line)
         data["at"] = datetime.fromisoformat(data["at"])
-        return SimpleNamespace(**{name: data[name] for name in _ARCHIVE_FIELDS})
+        record = AuditRecord.from_row(data)
     except (ValueError, KeyError, TypeError):
-        return SimpleNamespace(seq=expected_seq, prev_hash=None)
-
-
-_ARCHIVE_FIELDS = (
-    "seq",
-    "at",
-    "principal",
-    "action",
-    "credential_id",
-    "outcome",
-    "detail",
-    "prev_hash",
-    "hash",
-)
-
-
-def _prune(engine: Engine, anchor_seq: int) -> int:
-    """Delete archived rows up to the anchor, in batches (the database allows only those)."""
-    pruned = 0
-    while True:
-        with write(engine) as connection:
-            low = connection.execute(
-                select(_EVENTS.c.seq)
-                .where(_EVENTS.c.seq >= 1, _EVENTS.c.seq <= anchor_seq)
-                .order_by(_EVENTS.c.seq)
-                .limit(_PRUNE_BATCH)
-            ).scalars()
-            seqs = list(low)
-            if not seqs:
-                return pruned
-            connection.execute(
-                delete(_EVENTS).where(_EVENTS.c.seq >= seqs[0], _EVENTS.c.seq <= seqs[-1])
-            )
-            pruned += len(seqs)
-
-
-def _event(row: Any) -> AuditEvent:
-    return AuditEvent(
-        row.seq,
-        row.at,
-        row.principal,
-        row.action,
-        row.credential_id,
-        row.outcome,
-        row.detail,
-        row.hash,
-    )
+        return None
+    numbered = isinstance(record.seq, int) and not isinstance(record.seq, bool)
+    return record if numbered else None

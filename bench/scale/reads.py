@@ -42,13 +42,8 @@ def percentile(values: Sequence[float], fraction: float) -> float | None:
 
 def read_headers(manager: CredentialManager, credential_id: str) -> tuple[dict[str, str], Any]:
     """What a component would put on its request, and the material's expiry."""
-    access = getattr(manager, "access", None)
-    if access is not None:  # the new layout: access() -> Access
-        material = access(credential_id, principal=READER)
-        return dict(material.headers), material.expires_at
-    credential = manager.get(credential_id, principal=READER)
-    token = credential.access_token.reveal()  # type: ignore[attr-defined]
-    return {"Authorization": f"Bearer {token}"}, credential.expires_at  # type: ignore[attr-defined]
+    material = manager.access(credential_id, principal=READER)
+    return dict(material.headers), material.expires_at
 
 
 @dataclass(slots=True)
@@ -138,9 +133,8 @@ def _read_for(
     call: Callable[[str], Any]
     if op == "info":
         call = lambda cid: manager.info(cid, principal=READER)  # noqa: E731
-    else:  # an audited read of the material, whatever the credential's type
-        reader = getattr(manager, "access", manager.get)
-        call = lambda cid: reader(cid, principal=READER)  # noqa: E731
+    else:  # "get": an audited read of the material (access), whatever the type
+        call = lambda cid: manager.access(cid, principal=READER)  # noqa: E731
     latencies: list[float] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:

@@ -31,7 +31,7 @@ from bench.scale.plan import Plan
 from bench.scale.reads import READER, Sampler
 from bench.scale.seed import Partition, seed, seed_rate
 from credman import ApiKey, CredentialManager, Permission
-from credman.access import SYSTEM_PRINCIPAL
+from credman.access import SYSTEM
 from credman.crypto import KeyFileProvider
 
 __all__ = ["run"]
@@ -167,7 +167,7 @@ class Run:
             for (action, outcome, principal), count in events.items()
             if action == "refresh" and outcome == "ok"
         }
-        refreshed = by_principal.get(SYSTEM_PRINCIPAL, 0)
+        refreshed = by_principal.get(str(SYSTEM), 0)
         lease = {
             "lease_recovered": sum(
                 n for (action, _, _), n in events.items() if action == "lease_recovered"

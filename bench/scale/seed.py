@@ -29,13 +29,9 @@ from sqlalchemy import Engine
 
 from bench.scale.plan import SPREAD, Plan
 from credman import OAuth2
+from credman._sealing import seal
 from credman.audit import AuditLog
 from credman.crypto import Keyring
-
-try:  # credman/_material.py becomes credman/_sealing.py in the new layout
-    from credman._sealing import seal  # type: ignore[import-not-found]
-except ImportError:
-    from credman._material import seal
 
 __all__ = ["SEED_PRINCIPAL", "Partition", "SeedReport", "credential_id", "seed"]
 
