@@ -7,7 +7,7 @@ of a standing grant). A seeded token was never issued by the farm, so it is chec
 against the expiry the seed gave it, which the harness knows.
 
 ``python -m bench.scale.reads DATABASE_URL KEY_FILE`` is one audit-throughput reader
-process: told ``{"run": SECONDS, "op": "get"|"info", "ids": [...]}`` on stdin, it reads
+process: told ``{"run": SECONDS, "op": "access"|"info", "ids": [...]}`` on stdin, it reads
 as fast as it can and answers with its count and latencies.
 """
 
@@ -133,7 +133,7 @@ def _read_for(
     call: Callable[[str], Any]
     if op == "info":
         call = lambda cid: manager.info(cid, principal=READER)  # noqa: E731
-    else:  # "get": an audited read of the material (access), whatever the type
+    else:  # "access": an audited read of the material, whatever the type
         call = lambda cid: manager.access(cid, principal=READER)  # noqa: E731
     latencies: list[float] = []
     end = time.monotonic() + seconds

@@ -258,7 +258,8 @@ def _audit(results: dict[str, Any]) -> list[str]:
     )
     out += [
         "",
-        "`get` is audited (it locks the audit head); `info` is not. `backends seen`: the "
+        "`access` is audited (it locks the audit head; in runs before the new layout the "
+        "readers called `get`, the same audited read); `info` is not. `backends seen`: the "
         "readers' PostgreSQL backends sampled every 50 ms (CPU = running, Lock:* = waiting "
         "for a lock such as the audit head's row, IO:WALSync = commit flush, `idle in "
         "transaction` = waiting for the Python process in the middle of a transaction, "

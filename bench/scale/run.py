@@ -333,7 +333,7 @@ class Run:
     # -- the audit head -----------------------------------------------------------------
 
     def audit_throughput(self) -> dict[str, Any]:
-        """Audited reads (get) and unaudited ones (info) per second, by reader count."""
+        """Audited reads (access) and unaudited ones (info) per second, by reader count."""
         readers = []
         for number in range(max(self.plan.readers)):
             argv = [sys.executable, "-m", "bench.scale.reads"]
@@ -343,7 +343,7 @@ class Run:
             reader.read_line(timeout=120)
         ids = [f"static-{n:04d}" for n in range(self.plan.static_credentials)]
         out: dict[str, Any] = {}
-        for op in ("get", "info"):
+        for op in ("access", "info"):
             for count in self.plan.readers:
                 before = observe.sizes(self.engine)
                 result = self._read_together(readers[:count], op, ids)
