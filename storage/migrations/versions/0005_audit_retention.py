@@ -4,7 +4,7 @@ The head row gains the anchor (the sequence number and hash of the last archived
 Rows at or before the anchor may be deleted; every other row stays append-only, and
 TRUNCATE stays refused.
 
-Revision ID: 0003
+Revision ID: 0005
 Revises: 0002
 Create Date: 2026-12-01 23:30:00
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-revision: str = "0003"
+revision: str = "0005"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
