@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck mapped importlint downstream pytest bench bench-scale diagrams clean
+.PHONY: demo test lint typecheck mapped importlint downstream pytest bench bench-scale diagrams openapi bench-server clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,12 @@ bench-scale: $(STAMP)
 
 diagrams: $(STAMP)
 	$(BIN)/credman diagram -o diagrams
+
+bench-server: $(STAMP)
+	$(BIN)/python -m bench.server_auth
+
+openapi: $(STAMP)
+	$(BIN)/python -m credman.server openapi > docs/openapi.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo

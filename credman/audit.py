@@ -14,10 +14,13 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -34,6 +37,7 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "AuditReport",
+    "audit_context",
 ]
 
 GENESIS = "0" * 64
@@ -43,6 +47,21 @@ ARCHIVE_ACTION = "audit_archive"
 """The event that moves the anchor; only the audit key can produce one, so it vouches for it."""
 _MAX_DETAIL_TEXT = 200
 _PRUNE_BATCH = 10_000
+_NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
+_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("credman_audit_context", default=_NO_CONTEXT)
+
+
+@contextmanager
+def audit_context(**detail: str | int | None) -> Iterator[None]:
+    """Add ``detail`` (e.g. ``request_id``, ``peer``) to every audit row written inside.
+
+    A context variable, so it follows the request into the threads that serve it.
+    """
+    token = _CONTEXT.set({**_CONTEXT.get(), **_check_detail(detail)})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +152,7 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
     ) -> int:
         """Append one event inside the caller's transaction; return its sequence number."""
-        detail = _check_detail(detail or {})
+        detail = _check_detail({**_CONTEXT.get(), **(detail or {})})
         at = at.astimezone(UTC)
         head_seq, head_hash = chain.lock_head(connection)
         seq = head_seq + 1

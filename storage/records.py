@@ -14,6 +14,7 @@ __all__ = [
     "DueCredential",
     "GrantRecord",
     "HistoryRecord",
+    "PrincipalRecord",
 ]
 
 
@@ -133,3 +134,28 @@ class AuditHead(_FromRow):
     hash: str
     anchor_seq: int
     anchor_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalRecord(_FromRow):
+    """One principal: its token's public id and keyed hash, lifetime, and the row's MAC."""
+
+    name: str
+    token_id: str
+    token_hash: str
+    description: str | None
+    created_at: datetime
+    created_by: str
+    token_issued_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    record_mac: str
+
+    def authenticated_fields(self) -> dict[str, Any]:
+        """The fields the record MAC covers: all but ``last_used_at`` and the MAC itself."""
+        return {
+            name: getattr(self, name)
+            for name in self.column_names()
+            if name not in ("last_used_at", "record_mac")
+        }
