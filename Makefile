@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck mapped importlint downstream pytest bench diagrams openapi bench-server bench-service clean
+.PHONY: demo test lint typecheck mapped importlint downstream pytest bench bench-scale diagrams openapi bench-server bench-service clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Not part of `make test`: N credentials on the PostgreSQL server kept fresh by 1, 2 and 4
+# `credman serve` processes (docs/scale.md). SCALE_ARGS="--rows 1000000 --window 180".
+SCALE_ARGS ?= --rows 10000 --window 60
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 diagrams: $(STAMP)
 	$(BIN)/credman diagram -o diagrams

@@ -3,7 +3,7 @@
 from loguru import logger
 
 from credman.access import Grant
-from credman.audit import AuditEvent, AuditReport
+from credman.audit import ArchiveReport, AuditEvent, AuditReport
 from credman.clock import Clock, SystemClock
 from credman.crypto import KeyProvider, Keyring, Secret
 from credman.errors import (
@@ -48,6 +48,7 @@ __all__ = [
     "AccessAuth",
     "AccessDenied",
     "ApiKey",
+    "ArchiveReport",
     "AuditError",
     "AuditEvent",
     "AuditReport",

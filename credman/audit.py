@@ -13,24 +13,40 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from credman.errors import AuditError
-from credman.storage import AuditRecord, read
+from credman.errors import AuditError, CredentialValidationError
+from credman.storage import AuditHead, AuditRecord, read, write
 from credman.storage import audit as chain
 
-__all__ = ["GENESIS", "AuditEvent", "AuditLog", "AuditReport", "audit_context"]
+__all__ = [
+    "ARCHIVE_ACTION",
+    "ARCHIVE_FORMAT",
+    "GENESIS",
+    "ArchiveReport",
+    "AuditEvent",
+    "AuditLog",
+    "AuditReport",
+    "audit_context",
+]
 
 GENESIS = "0" * 64
+ARCHIVE_FORMAT = "credman-audit-archive/1"
+"""The header line of an archive file names this format and the anchor it continues from."""
+ARCHIVE_ACTION = "audit_archive"
+"""The event that moves the anchor; only the audit key can produce one, so it vouches for it."""
 _MAX_DETAIL_TEXT = 200
+_PRUNE_BATCH = 10_000
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
 _CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("credman_audit_context", default=_NO_CONTEXT)
 
@@ -73,6 +89,21 @@ class AuditReport:
     first_bad_seq: int | None = None
     problem: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    anchor_seq: int = 0
+    """Where verification started: the last archived row (0: the chain's beginning)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveReport:
+    """What an archive run wrote and pruned; ``anchor_*`` is where verification now starts."""
+
+    path: str
+    rows: int
+    first_seq: int
+    anchor_seq: int
+    anchor_hash: str
+    sha256: str
+    pruned: int
 
 
 def _canonical(
@@ -157,30 +188,128 @@ class AuditLog:
         outside the database: the chain must still contain that row with that hash, which
         catches a rewrite of the newest rows together with the head.
         """
-        previous, expected_seq, checked = GENESIS, 1, 0
-        anchored = anchor is None
         with read(engine) as connection:
-            head_seq, head_hash = chain.read_head(connection)
-            for row in chain.stream_events(connection, batch):
+            head = chain.read_anchored_head(connection)
+            start = head.anchor_seq
+            previous, expected_seq, checked = head.anchor_hash, start + 1, 0
+            # an external anchor at or before the archive anchor is checked in the archive
+            anchored = anchor is None or anchor[0] <= start
+            archived: tuple[Any, Any] | None = None
+
+            def failed(bad: int, problem: str) -> AuditReport:
+                return AuditReport(
+                    False, checked, head.seq, head.hash, bad, problem, anchor_seq=start
+                )
+
+            for row in chain.stream_events(connection, batch, after=start):
                 problem = self._problem(row, previous, expected_seq)
                 if problem:
                     # a missing row is named by the number it should have had
-                    bad = min(row.seq, expected_seq)
-                    return AuditReport(False, checked, head_seq, head_hash, bad, problem)
+                    return failed(min(row.seq, expected_seq), problem)
                 anchored = anchored or (row.seq, row.hash) == anchor
+                if row.action == ARCHIVE_ACTION:
+                    archived = (row.detail.get("anchor_seq"), row.detail.get("anchor_hash"))
                 previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+        if start and archived != (start, head.anchor_hash):
+            problem = f"the chain starts after row {start}, but no archive event says so"
+            return failed(start + 1, problem)
         if not anchored and anchor is not None:
             problem = f"the anchored row {anchor[0]} is missing or differs (history rewritten)"
-            return AuditReport(False, checked, head_seq, head_hash, anchor[0], problem)
+            return failed(anchor[0], problem)
         last = expected_seq - 1
-        if head_seq != last:
-            problem = f"the chain ends at row {last} but the head says row {head_seq}"
-            bad = min(head_seq, last) + 1
-            return AuditReport(False, checked, head_seq, head_hash, bad, problem)
-        if head_hash != previous:
-            problem = f"the head's hash does not match row {last}"
-            return AuditReport(False, checked, head_seq, head_hash, last, problem)
-        return AuditReport(True, checked, head_seq, head_hash)
+        if head.seq != last:
+            problem = f"the chain ends at row {last} but the head says row {head.seq}"
+            return failed(min(head.seq, last) + 1, problem)
+        if head.hash != previous:
+            return failed(last, f"the head's hash does not match row {last}")
+        return AuditReport(True, checked, head.seq, head.hash, anchor_seq=start)
+
+    # -- retention ------------------------------------------------------------------------
+
+    def archive(
+        self,
+        engine: Engine,
+        *,
+        before_seq: int,
+        path: Path,
+        principal: str,
+        at: datetime,
+    ) -> ArchiveReport:
+        """Write the rows after the anchor and before ``before_seq`` to ``path``, then prune.
+
+        The file (JSON lines: a header naming the anchor it continues from, then one row
+        per line) is written, each row verified on the way, and flushed to disk before
+        anything changes. One short transaction then appends an ``audit_archive`` event
+        naming the new anchor (the last archived row) and the file's SHA-256, and moves the
+        anchor; the archived rows are deleted after it, in batches. Verification starts at
+        the anchor, and the archive event, which only the audit key can produce, vouches
+        for it.
+        """
+        with read(engine) as connection:
+            head = chain.read_anchored_head(connection)
+        _check_before(before_seq, head)
+        header = {
+            "format": ARCHIVE_FORMAT,
+            "anchor_seq": head.anchor_seq,
+            "anchor_hash": head.anchor_hash,
+        }
+        last_seq, last_hash, rows, digest = _write_archive(
+            engine, path, header, before_seq, self._problem
+        )
+        with write(engine) as connection:
+            current = chain.read_anchored_head(connection, lock=True)
+            if current.anchor_seq != head.anchor_seq:
+                raise AuditError("another archive ran at the same time; nothing was pruned")
+            self.append(
+                connection,
+                at=at,
+                principal=principal,
+                action=ARCHIVE_ACTION,
+                credential_id=None,
+                detail={
+                    "anchor_seq": last_seq,
+                    "anchor_hash": last_hash,
+                    "previous_anchor_seq": head.anchor_seq,
+                    "rows": rows,
+                    "sha256": digest,
+                },
+            )
+            chain.move_anchor(connection, last_seq, last_hash)
+        pruned = 0
+        while True:
+            with write(engine) as connection:
+                deleted = chain.prune_archived(connection, last_seq, _PRUNE_BATCH)
+            if not deleted:
+                break
+            pruned += deleted
+        return ArchiveReport(
+            str(path), rows, head.anchor_seq + 1, last_seq, last_hash, digest, pruned
+        )
+
+    def verify_archive(self, path: Path) -> AuditReport:
+        """Recompute the chain inside an archive file, from the anchor its header names."""
+        with path.open(encoding="utf-8") as lines:
+            try:
+                header = json.loads(next(lines))
+                if header.get("format") != ARCHIVE_FORMAT:
+                    raise ValueError("format")
+                previous, expected_seq = header["anchor_hash"], header["anchor_seq"] + 1
+            except (StopIteration, ValueError, KeyError, TypeError, AttributeError):
+                raise AuditError(f"{path.name}: not a credman audit archive") from None
+            checked = 0
+            for line in lines:
+                row = _archived_row(line)
+                problem = "the line is not an audit row" if row is None else None
+                if row is not None:
+                    problem = self._problem(row, previous, expected_seq)
+                if problem:
+                    bad = expected_seq if row is None else min(row.seq, expected_seq)
+                    return AuditReport(False, checked, expected_seq - 1, previous, bad, problem)
+                assert row is not None
+                previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+        return AuditReport(
+            True, checked, expected_seq - 1, previous, anchor_seq=header["anchor_seq"]
+        )
 
     def _problem(self, row: AuditRecord, previous: str, expected_seq: int) -> str | None:
         if row.seq != expected_seq:
@@ -226,3 +355,82 @@ def _event(row: AuditRecord) -> AuditEvent:
         row.detail,
         row.hash,
     )
+
+
+def _check_before(before_seq: object, head: AuditHead) -> None:
+    if (
+        not isinstance(before_seq, int)
+        or isinstance(before_seq, bool)
+        or not head.anchor_seq + 1 < before_seq <= head.seq + 1
+    ):
+        raise CredentialValidationError(
+            f"before_seq: a row number from {head.anchor_seq + 2} to {head.seq + 1} "
+            "(at least one row after the current anchor is archived)",
+            fields=("before_seq",),
+        )
+
+
+def _write_archive(
+    engine: Engine,
+    path: Path,
+    header: dict[str, Any],
+    before_seq: int,
+    problem: Callable[[AuditRecord, str, int], str | None],
+) -> tuple[int, str, int, str]:
+    """Write the header and the rows after its anchor and before ``before_seq`` to a new file.
+
+    Each row is verified on the way (``problem``): a chain that is already broken is not
+    archived, the file is removed and nothing is pruned. Returns the last row's seq and
+    hash, the row count and the file's SHA-256.
+    """
+    digest = hashlib.sha256()
+    last_seq, last_hash, rows = header["anchor_seq"], header["anchor_hash"], 0
+    try:
+        out = path.open("x", encoding="utf-8")  # never overwrite an earlier archive
+    except OSError as exc:
+        raise AuditError(f"cannot create the archive {path.name}: {exc.strerror}") from None
+    try:
+        with out, read(engine) as connection:
+            line = json.dumps(header, sort_keys=True) + "\n"
+            out.write(line)
+            digest.update(line.encode())
+            for row in chain.events_between(connection, last_seq, before_seq):
+                broken = problem(row, last_hash, last_seq + 1)
+                if broken:
+                    raise AuditError(f"audit row {min(row.seq, last_seq + 1)}: {broken}")
+                line = json.dumps(_archive_line(row), sort_keys=True) + "\n"
+                out.write(line)
+                digest.update(line.encode())
+                last_seq, last_hash, rows = row.seq, row.hash, rows + 1
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return last_seq, last_hash, rows, digest.hexdigest()
+
+
+def _archive_line(row: AuditRecord) -> dict[str, Any]:
+    return {
+        "seq": row.seq,
+        "at": row.at.astimezone(UTC).isoformat(),
+        "principal": row.principal,
+        "action": row.action,
+        "credential_id": row.credential_id,
+        "outcome": row.outcome,
+        "detail": dict(row.detail),
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }
+
+
+def _archived_row(line: str) -> AuditRecord | None:
+    """One archive line as a record; None when it does not parse as one."""
+    try:
+        data = json.loads(line)
+        data["at"] = datetime.fromisoformat(data["at"])
+        record = AuditRecord.from_row(data)
+    except (ValueError, KeyError, TypeError):
+        return None
+    numbered = isinstance(record.seq, int) and not isinstance(record.seq, bool)
+    return record if numbered else None

@@ -1,12 +1,17 @@
-"""Reading the audit trail: verify the chain, export its head, list events (audit only)."""
+"""Reading the audit trail: verify the chain, export its head, list events (audit only), and
+archive old rows (admin)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
 from credman._operation import Operations
 from credman.access import EVERY_CREDENTIAL, Actor, check_principal
-from credman.audit import AuditEvent, AuditReport
+from credman.audit import ARCHIVE_ACTION, ArchiveReport, AuditEvent, AuditReport
 from credman.errors import StorageError
 from credman.lifecycle import Permission
 from credman.validation import check_credential_id, check_limit
@@ -33,6 +38,30 @@ class AuditTrail:
             return ops.audit_log.verify(ops.engine, anchor=anchor)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read the audit trail: {type(exc).__name__}") from None
+
+    def archive(
+        self, *, before_seq: int, path: str | os.PathLike[str], principal: Actor
+    ) -> ArchiveReport:
+        """Archive rows before ``before_seq`` to a JSON-lines file and prune them (admin)."""
+        ops = self._operations
+        with ops.run(ARCHIVE_ACTION, principal, None, writes=False) as connection:
+            act = ops.act_as_admin(connection, principal)
+        try:
+            report = ops.audit_log.archive(
+                ops.engine,
+                before_seq=before_seq,
+                path=Path(path),
+                principal=str(principal),
+                at=act.now,
+            )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot archive the audit trail: {type(exc).__name__}") from None
+        logger.info("archived {} audit rows up to row {}", report.rows, report.anchor_seq)
+        return report
+
+    def verify_archive(self, path: str | os.PathLike[str]) -> AuditReport:
+        """Recompute the chain inside an archive file."""
+        return self._operations.audit_log.verify_archive(Path(path))
 
     def head(self) -> tuple[int, str]:
         """The chain's last sequence number and hash, for anchoring elsewhere."""

@@ -8,6 +8,7 @@ short delegation. No service knows the manager.
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from credman._operation import Operations
 from credman.access import AccessPolicy, Grant
-from credman.audit import AuditEvent, AuditLog, AuditReport, audit_context
+from credman.audit import ArchiveReport, AuditEvent, AuditLog, AuditReport, audit_context
 from credman.audit_trail import AuditTrail
 from credman.clock import Clock, as_clock
 from credman.config import Settings
@@ -347,6 +348,19 @@ class CredentialManager:
         Pass an ``anchor`` (a head exported earlier) to detect a rewrite of the newest rows.
         """
         return self._audit.verify(anchor)
+
+    def archive_audit(
+        self, *, before_seq: int, path: str | os.PathLike[str], principal: str
+    ) -> ArchiveReport:
+        """Move audit rows older than ``before_seq`` to a new JSON-lines file and prune them
+        (admin, audited). Verification then starts at the anchor, the last archived row,
+        which an ``audit_archive`` event on the chain vouches for; the file verifies on its
+        own with :meth:`verify_audit_archive`."""
+        return self._audit.archive(before_seq=before_seq, path=path, principal=principal)
+
+    def verify_audit_archive(self, path: str | os.PathLike[str]) -> AuditReport:
+        """Recompute the chain inside an archive written by :meth:`archive_audit`."""
+        return self._audit.verify_archive(path)
 
     def audit_head(self) -> tuple[int, str]:
         """The audit chain's last sequence number and hash, for anchoring elsewhere."""

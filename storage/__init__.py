@@ -14,6 +14,7 @@ from credman.storage.engine import (
     write,
 )
 from credman.storage.records import (
+    AuditHead,
     AuditRecord,
     CredentialRecord,
     DueCredential,
@@ -23,6 +24,7 @@ from credman.storage.records import (
 )
 
 __all__ = [
+    "AuditHead",
     "AuditRecord",
     "CredentialRecord",
     "DueCredential",

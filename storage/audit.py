@@ -1,22 +1,37 @@
-"""The audit chain's SQL: lock and move the head, append rows, stream and filter them."""
+"""The audit chain's SQL: lock and move the head, append rows, stream and filter them, move
+the anchor and prune the rows an archive holds."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
-from credman.storage.records import AuditRecord
+from credman.storage.records import AuditHead, AuditRecord
 from credman.storage.tables import AuditEventRow, AuditHeadRow
 
-__all__ = ["insert_event", "lock_head", "move_head", "newest_events", "read_head", "stream_events"]
+__all__ = [
+    "events_between",
+    "insert_event",
+    "lock_head",
+    "move_anchor",
+    "move_head",
+    "newest_events",
+    "prune_archived",
+    "read_anchored_head",
+    "read_head",
+    "stream_events",
+]
 
 _EVENTS = AuditEventRow.__table__  # type: ignore[attr-defined]
 _HEAD = AuditHeadRow.__table__  # type: ignore[attr-defined]
 # Built once: per-call statement construction dominated the profile of every audited call.
 _LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
 _READ_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
+_ANCHORED_HEAD = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.anchor_seq, _HEAD.c.anchor_hash).where(
+    _HEAD.c.id == 1
+)
 _INSERT_EVENT = insert(_EVENTS)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 _FILTERS = ("principal", "outcome", "credential_id")
@@ -44,13 +59,54 @@ def move_head(connection: Connection, seq: int, digest: str) -> None:
     connection.execute(_MOVE_HEAD, {"seq": seq, "hash": digest})
 
 
-def stream_events(connection: Connection, batch: int) -> Iterator[AuditRecord]:
-    """Every row in sequence order, including any an attacker numbered 0 or below."""
+def read_anchored_head(connection: Connection, *, lock: bool = False) -> AuditHead:
+    """The head with its anchor; with ``lock``, locked until the transaction ends."""
+    query = _ANCHORED_HEAD.with_for_update() if lock else _ANCHORED_HEAD
+    return AuditHead.from_row(connection.execute(query).one())
+
+
+def move_anchor(connection: Connection, seq: int, digest: str) -> None:
+    """Verification now starts after row ``seq`` (whose hash is ``digest``)."""
+    connection.execute(_MOVE_HEAD, {"anchor_seq": seq, "anchor_hash": digest})
+
+
+def stream_events(connection: Connection, batch: int, *, after: int = 0) -> Iterator[AuditRecord]:
+    """Every row after the anchor ``after`` in sequence order, including any an attacker
+    numbered 0 or below (rows 1..after are archived and may still await pruning)."""
     query = select(_EVENTS).order_by(_EVENTS.c.seq).limit(batch)
-    rows = connection.execute(query).all()
+    low = connection.execute(query.where(_EVENTS.c.seq <= 0)).all()
+    yield from (AuditRecord.from_row(row) for row in low)
+    rows = connection.execute(query.where(_EVENTS.c.seq > after)).all()
     while rows:
         yield from (AuditRecord.from_row(row) for row in rows)
         rows = connection.execute(query.where(_EVENTS.c.seq > rows[-1].seq)).all()
+
+
+def events_between(connection: Connection, after: int, before: int) -> Iterator[AuditRecord]:
+    """The rows with ``after < seq < before``, in sequence order (streamed)."""
+    query = select(_EVENTS).where(_EVENTS.c.seq > after, _EVENTS.c.seq < before)
+    for row in connection.execute(query.order_by(_EVENTS.c.seq)):
+        yield AuditRecord.from_row(row)
+
+
+def prune_archived(connection: Connection, anchor_seq: int, limit: int) -> int:
+    """Delete up to ``limit`` of the archived rows (1..anchor_seq); how many went.
+
+    The database refuses to delete any other row (the append-only trigger checks the anchor).
+    """
+    seqs = list(
+        connection.execute(
+            select(_EVENTS.c.seq)
+            .where(_EVENTS.c.seq >= 1, _EVENTS.c.seq <= anchor_seq)
+            .order_by(_EVENTS.c.seq)
+            .limit(limit)
+        ).scalars()
+    )
+    if seqs:
+        connection.execute(
+            delete(_EVENTS).where(_EVENTS.c.seq >= seqs[0], _EVENTS.c.seq <= seqs[-1])
+        )
+    return len(seqs)
 
 
 def newest_events(

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Self
 
 __all__ = [
+    "AuditHead",
     "AuditRecord",
     "CredentialRecord",
     "DueCredential",
@@ -123,6 +124,16 @@ class AuditRecord(_FromRow):
     detail: Mapping[str, Any]
     prev_hash: str
     hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditHead(_FromRow):
+    """The chain's head and its anchor (the last archived row; 0 and GENESIS before any)."""
+
+    seq: int
+    hash: str
+    anchor_seq: int
+    anchor_hash: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,13 +87,21 @@ class AuditEventRow(SQLModel, table=True):
 
 
 class AuditHeadRow(SQLModel, table=True):
-    """The chain's head (last sequence number and hash): the row writers lock to append."""
+    """The chain's head (last sequence number and hash): the row writers lock to append.
+
+    The anchor is the last archived row (sequence number and hash): verification starts
+    after it, and rows up to it may be pruned (GENESIS and 0 until the first archive).
+    """
 
     __tablename__ = "audit_head"
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     seq: int
     hash: str = Field(max_length=64)
+    anchor_seq: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    anchor_hash: str = Field(
+        default="0" * 64, max_length=64, sa_column_kwargs={"server_default": "0" * 64}
+    )
 
 
 class GrantRow(SQLModel, table=True):

@@ -1,7 +1,8 @@
-"""``credman audit verify|head|tail``: the tamper-evident audit trail."""
+"""``credman audit verify|head|tail|archive|verify-archive``: the tamper-evident audit trail."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -96,6 +97,46 @@ def audit_tail(
             event.outcome,
         )
     out.print(shown)
+
+
+@audit_app.command("archive")
+def audit_archive(
+    ctx: typer.Context,
+    before: Annotated[
+        int, typer.Option("--before", metavar="SEQ", help="Archive the rows numbered below SEQ.")
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", metavar="FILE", help="The new archive (never overwritten)."),
+    ],
+) -> None:
+    """Move old rows to a JSON-lines file and prune them; verification starts after them."""
+    with open_manager(ctx) as manager:
+        report = manager.archive_audit(
+            before_seq=before, path=output, principal=options(ctx).principal
+        )
+    out.print(
+        f"archived rows {report.first_seq}-{report.anchor_seq} ({report.rows}) to "
+        f"{report.path}, sha256 {report.sha256}; the chain is now verified from "
+        f"{report.anchor_seq}:{report.anchor_hash}"
+    )
+
+
+@audit_app.command("verify-archive")
+def audit_verify_archive(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="An archive from 'audit archive'.")],
+) -> None:
+    """Recompute the chain inside an archive; exit 1 naming the first bad row."""
+    with open_manager(ctx) as manager:
+        report = manager.verify_audit_archive(path)
+    if not report.ok:
+        err.print(f"archive BROKEN at row {report.first_bad_seq}: {report.problem}")
+        raise typer.Exit(1)
+    out.print(
+        f"archive ok: {report.rows_checked} rows after {report.anchor_seq}, "
+        f"ending at {report.head_seq}:{report.head_hash}"
+    )
 
 
 def register(app: typer.Typer) -> None:

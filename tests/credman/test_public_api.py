@@ -29,6 +29,7 @@ EXTRA_NAMES = {
     "AccessAuth",
     "AuditError",
     "AuditEvent",
+    "ArchiveReport",
     "AuditReport",
     "Clock",
     "ConcurrentUpdate",

@@ -160,6 +160,21 @@ def test_audit_verify_and_head(cli: Cli) -> None:
     assert (1, 64) == (int(seq), len(digest))
 
 
+def test_audit_archive_then_verify_from_the_anchor(cli: Cli, tmp_path: Path) -> None:
+    """`audit archive` prunes old rows to a file; both the file and the chain verify."""
+    for name in ("t1", "t2", "t3"):
+        cli("add", "bearer", name, "--token-env", "PW", PW="x")
+    archive = tmp_path / "audit-1.jsonl"
+    archived = cli("audit", "archive", "--before", "3", "-o", str(archive))
+    checked = cli("audit", "verify-archive", str(archive))
+    assert (0, 0, 0) == (
+        archived.returncode,
+        checked.returncode,
+        cli("audit", "verify").returncode,
+    )
+    assert "archive ok: 2 rows after 0" in checked.stdout
+
+
 def test_history_and_revoke(cli: Cli) -> None:
     """revoke needs --reason; history shows the path with the reason."""
     cli("add", "bearer", "t", "--token-env", "PW", PW="x")

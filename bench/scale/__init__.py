@@ -1,0 +1,1 @@
+"""The scale harness (``make bench-scale``): many credentials, serve processes, one PostgreSQL."""
