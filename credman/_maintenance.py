@@ -40,6 +40,7 @@ from credman.lifecycle import (
     State,
     next_due_at,
 )
+from credman.logs import own_requests
 from credman.notify import CredentialEvent, EventKind
 from credman.oauth import request_token
 from credman.refresh import (
@@ -411,8 +412,10 @@ class Maintenance(ManagerBase):
         request = apply_credential(self._http.build_request(probe.method, probe.url), credential)
         started, at = time.perf_counter(), self._now()
         try:
-            response = self._http.send(request, auth=None, follow_redirects=False)
-            response.close()
+            with own_requests():  # httpx's INFO line would carry a key placed in the query
+                # streamed and closed unread: only the status matters, the body could be huge
+                response = self._http.send(request, auth=None, follow_redirects=False, stream=True)
+                response.close()
         except httpx.HTTPError as exc:
             elapsed = (time.perf_counter() - started) * 1000
             return ProbeResult(credential_id, False, None, elapsed, at, type(exc).__name__)

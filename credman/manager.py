@@ -192,10 +192,17 @@ class CredentialManager(Maintenance):
         self._refresh_flight(credential_id, principal, frozenset({Permission.MANAGE}), force=force)
         return self.info(credential_id, principal=principal)
 
-    def auth(self, credential_id: str, *, principal: str) -> CredentialAuth:
+    def auth(
+        self, credential_id: str, *, principal: str, origins: Iterable[str] | None = None
+    ) -> CredentialAuth:
         """An ``httpx.Auth`` (sync and async) that injects the credential and, on a 401,
-        refreshes once and retries once."""
-        return CredentialAuth(self, check_credential_id(credential_id), principal)
+        refreshes once and retries once.
+
+        The material goes only to ``origins`` (e.g. ``["https://api.example"]``), or when
+        none are given to the origin of the first request, never across a redirect to
+        another origin.
+        """
+        return CredentialAuth(self, check_credential_id(credential_id), principal, origins)
 
     def info(self, credential_id: str, *, principal: str) -> CredentialInfo:
         """Metadata and state; no secret values."""

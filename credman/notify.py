@@ -21,6 +21,7 @@ from typing import Protocol
 import httpx
 from loguru import logger
 
+from credman.logs import own_requests
 from credman.oauth import backoff_delay
 
 __all__ = ["CredentialEvent", "EventKind", "Hook", "WebhookNotifier"]
@@ -108,9 +109,10 @@ class WebhookNotifier:
 
     def _deliver(self, body: bytes, headers: dict[str, str]) -> bool:
         try:
-            response = self._client.post(
-                self.url, content=body, headers=headers, timeout=self._timeout
-            )
+            with own_requests():
+                response = self._client.post(
+                    self.url, content=body, headers=headers, timeout=self._timeout
+                )
         except httpx.HTTPError as exc:
             logger.info("webhook delivery failed: {}", type(exc).__name__)
             return False

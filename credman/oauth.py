@@ -21,9 +21,11 @@ import jwt
 from credman.crypto.secret import Secret
 from credman.errors import RefreshFailed
 from credman.lifecycle.types import JWTBearer, OAuth2
+from credman.logs import own_requests
 
 __all__ = [
     "JWT_BEARER_GRANT",
+    "KNOWN_ERRORS",
     "MAX_BODY",
     "MAX_EXPIRES_IN",
     "MAX_RETRY_AFTER",
@@ -47,9 +49,54 @@ PERMANENT_ERRORS: Final = frozenset({"invalid_grant", "invalid_client", "unautho
 """The provider refused the grant itself: only an operator can fix it."""
 RETRYABLE_ERRORS: Final = frozenset({"server_error", "temporarily_unavailable"})
 """Error codes that say the provider failed, whatever 4xx status carries them."""
+KNOWN_ERRORS: Final = frozenset(
+    {
+        # RFC 6749 §4.1.2.1 and §5.2 (the IANA "OAuth Extensions Error" registry's core)
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+        "unsupported_response_type",
+        "server_error",
+        "temporarily_unavailable",
+        # RFC 6750, RFC 8628, RFC 8693, RFC 8707, RFC 9449, RFC 7591
+        "invalid_token",
+        "insufficient_scope",
+        "authorization_pending",
+        "slow_down",
+        "expired_token",
+        "invalid_target",
+        "invalid_dpop_proof",
+        "use_dpop_nonce",
+        "invalid_client_metadata",
+        "invalid_redirect_uri",
+        # OpenID Connect Core §3.1.2.6
+        "interaction_required",
+        "login_required",
+        "consent_required",
+        "account_selection_required",
+        # providers' own, seen in the wild
+        "bad_refresh_token",  # GitHub
+        "bad_verification_code",  # GitHub
+        "incorrect_client_credentials",  # GitHub
+        "redirect_uri_mismatch",  # GitHub, Google
+        "invalid_resource",  # Microsoft Entra
+        "admin_policy_enforced",  # Google
+        "deleted_client",  # Google
+        "disabled_client",  # Google
+        "org_internal",  # Google
+        "inactive_user",  # Salesforce
+        "inactive_org",  # Salesforce
+        "rate_limit_exceeded",  # Salesforce
+    }
+)
+"""The ``error`` values kept as they are; any other value becomes ``invalid_response``, so an
+echoed token in that member never reaches an exception, ``last_error``, audit or a log."""
 
 _MASK: Final = "**********"
-_ERROR_CODE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DELTA_SECONDS: Final = re.compile(r"[0-9]{1,16}")
 _DECIMAL: Final = re.compile(r"[0-9]{1,20}(?:\.[0-9]{0,20})?")
 _JITTER: Final = random.SystemRandom()
@@ -246,13 +293,12 @@ def _error_response(
 
 
 def _error_code(payload: dict[str, Any] | None, fallback: str) -> str:
-    """The provider's ``error`` when it is a short plain token, so it is safe to log."""
+    """The provider's ``error`` when it is a known code (:data:`KNOWN_ERRORS`), so it is safe
+    to store and log; anything else is ``invalid_response``."""
     error = None if payload is None else payload.get("error")
     if error is None:
         return fallback
-    if isinstance(error, str) and _ERROR_CODE.fullmatch(error):
-        return error
-    return "invalid_response"
+    return error if isinstance(error, str) and error in KNOWN_ERRORS else "invalid_response"
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -319,7 +365,10 @@ def request_token(
     """
     request = build_token_request(credential, now=now)
     try:
-        with client.stream("POST", request.url, **_send_options(request, timeout)) as response:
+        with (
+            own_requests(),
+            client.stream("POST", request.url, **_send_options(request, timeout)) as response,
+        ):
             body = _BodyBuffer(response, max_body)
             for chunk in response.iter_bytes():
                 if body.add(chunk):
@@ -342,13 +391,14 @@ async def arequest_token(
     """The async twin of :func:`request_token`."""
     request = build_token_request(credential, now=now)
     try:
-        async with client.stream(
-            "POST", request.url, **_send_options(request, timeout)
-        ) as response:
-            body = _BodyBuffer(response, max_body)
-            async for chunk in response.aiter_bytes():
-                if body.add(chunk):
-                    break
+        with own_requests():
+            async with client.stream(
+                "POST", request.url, **_send_options(request, timeout)
+            ) as response:
+                body = _BodyBuffer(response, max_body)
+                async for chunk in response.aiter_bytes():
+                    if body.add(chunk):
+                        break
     except httpx.RequestError as exc:
         failure = _transport_failure(exc)
     else:

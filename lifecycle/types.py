@@ -1,6 +1,8 @@
 """The credential types: what each kind of credential holds and what makes it valid.
 
 Every type is a frozen pydantic model whose secret fields are :class:`Secret` values.
+``model_dump()``/``model_dump_json()`` show them masked (``**********``) unless the
+serialization context says ``{"reveal_secrets": True}``.
 Construction validates; any failure is a :class:`CredentialValidationError` that names
 the fields and never echoes the input. ``expires_in`` is resolved to ``expires_at``
 against a ``now`` the caller passes, so these models never read the clock.
@@ -22,6 +24,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    SerializationInfo,
     ValidationError,
     model_validator,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "CREDENTIAL_TYPES",
     "MAX_SECRET_LENGTH",
     "MAX_TEXT_LENGTH",
+    "REVEAL_SECRETS",
     "ApiKey",
     "BasicAuth",
     "BearerToken",
@@ -107,7 +111,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-SecretStr = Annotated[Secret, PlainValidator(_to_secret), PlainSerializer(lambda s: s.reveal())]
+REVEAL_SECRETS = "reveal_secrets"
+"""The serialization context key that makes dumps carry plaintext: ``{REVEAL_SECRETS: True}``."""
+
+
+def _dump_secret(value: Secret, info: SerializationInfo) -> str:
+    """A secret in a dump: masked, unless the caller asked by name for the plaintext."""
+    context = info.context
+    if isinstance(context, Mapping) and context.get(REVEAL_SECRETS) is True:
+        return value.reveal()
+    return str(value)
+
+
+SecretStr = Annotated[Secret, PlainValidator(_to_secret), PlainSerializer(_dump_secret)]
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH), AfterValidator(_non_blank)]
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
 Lifetime = Annotated[int, Field(gt=0, le=int(MAX_LIFETIME.total_seconds()))]

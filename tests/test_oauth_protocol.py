@@ -363,7 +363,7 @@ CLASSIFICATION = [
     (200, {}, b"\xff\xfe{}", False, "invalid_response", None),
     (200, {}, b"[" * 100_000, False, "invalid_response", None),
     (200, {}, body({"error": "server_error"}), False, "server_error", None),
-    (200, {}, body({"access_token": ACCESS_TOKEN, "error": "x"}), False, "x", None),
+    (200, {}, body({"access_token": ACCESS_TOKEN, "error": "x"}), False, "invalid_response", None),
     (200, {}, body({}), False, "invalid_response", None),
     (200, {}, body({"access_token": ""}), False, "invalid_response", None),
     (200, {}, body({"access_token": 123}), False, "invalid_response", None),

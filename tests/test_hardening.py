@@ -1,0 +1,233 @@
+"""Findings of the adversarial review (issue 16): each test failed before its fix."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from credman import ApiKey, BasicAuth, CredentialManager, OAuth2
+from credman.logs import redact
+from credman.oauth import parse_token_response
+
+NOW = datetime(2026, 3, 1, 10, tzinfo=UTC)
+BIG_BODY = 128 * 1024 * 1024
+
+
+@pytest.fixture
+def httpx_records() -> Iterator[list[logging.LogRecord]]:
+    """Every record httpx's standard-library logger emits while the test runs."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler, httpx_logger = Keep(level=logging.DEBUG), logging.getLogger("httpx")
+    level = httpx_logger.level
+    httpx_logger.addHandler(handler)
+    httpx_logger.setLevel(logging.INFO)
+    yield records
+    httpx_logger.removeHandler(handler)
+    httpx_logger.setLevel(level)
+
+
+class Origin:
+    """A loopback web server that records what reached it; ``/to?url=U`` redirects to U."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, str]]] = []
+        self.body_bytes_sent = 0
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                origin.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                parts = urlsplit(self.path)
+                if parts.path == "/big":
+                    self._big()
+                    return
+                target = parse_qs(parts.query).get("url")
+                status = 302 if parts.path == "/to" and target else 403
+                self.send_response(status)
+                if status == 302 and target:
+                    self.send_header("Location", target[0])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _big(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(BIG_BODY))
+                self.end_headers()
+                chunk = b"x" * 65_536
+                try:
+                    while origin.body_bytes_sent < BIG_BODY:
+                        self.wfile.write(chunk)
+                        origin.body_bytes_sent += len(chunk)
+                except OSError:
+                    self.close_connection = True
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def origins() -> Iterator[tuple[Origin, Origin]]:
+    """Two loopback origins (two ports): the credential's own and another one."""
+    own, other = Origin(), Origin()
+    yield own, other
+    own.close()
+    other.close()
+
+
+# -- 9: secrets in logs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["hapikey", "apiToken", "appid", "sig", "code", "auth"])
+def test_redactor_masks_more_secret_parameter_names(name: str) -> None:
+    """Query and form parameters named like HubSpot's hapikey, apiToken, sig, code... are masked."""
+    assert f"https://api.example/v1?{name}=***&page=2" == redact(
+        f"https://api.example/v1?{name}=s3cr3tvalue&page=2"
+    )
+
+
+# -- 10: dumps of a credential --------------------------------------------------------------
+
+
+def test_model_dump_masks_secret_fields() -> None:
+    """model_dump() and model_dump_json() show secret fields masked, never the plaintext."""
+    credential = BasicAuth(username="svc", password="hunter2-plaintext")
+    dumped, as_json = credential.model_dump(), credential.model_dump_json()
+    assert "**********" == dumped["password"]
+    assert "hunter2-plaintext" not in as_json
+    assert "**********" == json.loads(as_json)["password"]
+
+
+def test_model_dump_reveals_only_when_asked() -> None:
+    """The plaintext comes out of a dump only with context={'reveal_secrets': True}."""
+    credential = ApiKey(key="sk_live_plain")
+    revealed = credential.model_dump(mode="json", context={"reveal_secrets": True})
+    assert "sk_live_plain" == revealed["key"]
+
+
+def test_masked_dump_does_not_round_trip_into_a_credential() -> None:
+    """A masked dump is not mistaken for material: rebuilding it keeps the mask, not a secret."""
+    credential = OAuth2(token_url="https://idp.example/token", client_id="c", refresh_token="r-1")
+    assert "**********" == credential.model_dump()["refresh_token"]
+
+
+# -- 12: the provider's error member ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        ("invalid_grant", "invalid_grant"),
+        ("slow_down", "slow_down"),
+        ("rt_7f3a9c1b2d4e5f60718293a4b5c6d7e8", "invalid_response"),
+        ("ghr_EchoedRefreshToken123", "invalid_response"),
+    ],
+)
+def test_provider_error_code_is_mapped_to_the_registry(error: str, expected: str) -> None:
+    """Only registered error codes are kept; an echoed token in ``error`` becomes invalid_response."""
+    body = json.dumps({"error": error}).encode()
+    with pytest.raises(Exception) as caught:
+        parse_token_response(400, {}, body, now=NOW)
+    assert expected == caught.value.error_code  # type: ignore[attr-defined]
+    assert error not in str(caught.value) or error == expected
+
+
+def test_consumer_httpx_errors_and_logs_omit_a_query_api_key(
+    manager: CredentialManager,
+    origins: tuple[Origin, Origin],
+    httpx_records: list[logging.LogRecord],
+) -> None:
+    """A key put in the query by auth() reaches the server but not raise_for_status or httpx's log."""
+    own, _ = origins
+    manager.store("q", ApiKey(key="sk_query_secret_1", query_param="k"), principal="admin")
+    with httpx.Client(auth=manager.auth("q", principal="admin")) as client:
+        response = client.get(f"{own.url}/api?page=1")
+    with pytest.raises(httpx.HTTPStatusError) as caught:
+        response.raise_for_status()
+    assert "k=sk_query_secret_1" in own.seen[0][0]
+    assert "sk_query_secret_1" not in str(caught.value)
+    assert "sk_query_secret_1" not in str(caught.value.request.url)
+    assert [] == [r.getMessage() for r in httpx_records if "sk_query" in r.getMessage()]
+
+
+def test_credmans_own_probe_is_not_logged_with_its_query_key(
+    manager: CredentialManager,
+    origins: tuple[Origin, Origin],
+    httpx_records: list[logging.LogRecord],
+) -> None:
+    """credman's own probe of a query-placed key leaves no key in httpx's standard log."""
+    own, _ = origins
+    probe = {"url": f"{own.url}/me", "expect": [403]}
+    manager.store(
+        "q", ApiKey(key="sk_probe_secret_2", query_param="k", probe=probe), principal="admin"
+    )
+    assert manager.test("q", principal="admin").ok
+    assert httpx_records, "httpx logged the probe request"
+    assert [] == [r.getMessage() for r in httpx_records if "sk_probe" in r.getMessage()]
+
+
+# -- 11: injected material bound to the credential's origin --------------------------------
+
+
+def test_custom_header_does_not_follow_a_redirect_to_another_origin(
+    manager: CredentialManager, origins: tuple[Origin, Origin]
+) -> None:
+    """X-API-Key reaches the credential's origin but not the origin a redirect leads to."""
+    own, other = origins
+    manager.store("h", ApiKey(key="sk_header_secret_3"), principal="admin")
+    auth = manager.auth("h", principal="admin")
+    with httpx.Client(auth=auth, follow_redirects=True) as client:
+        client.get(f"{own.url}/to", params={"url": f"{other.url}/landing"})
+    assert "sk_header_secret_3" == own.seen[0][1].get("x-api-key")
+    assert None is other.seen[0][1].get("x-api-key")
+
+
+def test_auth_injects_nothing_for_an_origin_it_is_not_bound_to(
+    manager: CredentialManager, origins: tuple[Origin, Origin]
+) -> None:
+    """auth(origins=[...]) leaves a request to any other origin untouched."""
+    own, other = origins
+    manager.store("h", ApiKey(key="sk_header_secret_4"), principal="admin")
+    auth = manager.auth("h", principal="admin", origins=[own.url])
+    with httpx.Client(auth=auth) as client:
+        client.get(f"{other.url}/x")
+        client.get(f"{own.url}/x")
+    assert None is other.seen[0][1].get("x-api-key")
+    assert "sk_header_secret_4" == own.seen[0][1].get("x-api-key")
+
+
+# -- 14: probe responses are bounded -------------------------------------------------------
+
+
+def test_probe_does_not_read_a_huge_response_body(
+    manager: CredentialManager, origins: tuple[Origin, Origin]
+) -> None:
+    """A probe whose endpoint answers 128 MiB reads the status, not the body (RSS stays flat)."""
+    own, _ = origins
+    probe = {"url": f"{own.url}/big", "expect": [200]}
+    manager.store("big", ApiKey(key="sk_big", probe=probe), principal="admin")
+    assert manager.test("big", principal="admin").ok
+    own.close()  # waits for the handler: the count is final
+    assert own.body_bytes_sent < 16 * 1024 * 1024
