@@ -6,6 +6,14 @@ permissions include the one needed (``admin`` in a grant includes all). The sche
 as the reserved ``system:scheduler`` principal, which may only do what the lifecycle does
 on its own (refresh, expire, recover leases); user principals cannot take that name.
 
+Patterns are segment-aware: ``/`` separates segments, ``*``, ``?`` and ``[...]`` never match
+a ``/``, and ``**`` matches across segments (``team-a/*`` covers ``team-a/db`` but not
+``team-a/x/db``; ``team-a/**`` covers both). The bare pattern ``*`` is the one exception: it
+covers every credential. A wildcard straight after a letter or digit (``team-a*``) matches
+every id with that prefix (``team-admin-root`` too): :func:`pattern_warning` says so, and
+``grant()`` logs it. Checking access reads only the exact grant on the id and the principal's
+glob grants (not every grant it holds), and each glob is compiled once.
+
 Rights over every credential at once (the audit trail, the list of grants) are asked for
 with the pseudo-id ``*`` (not a valid credential id). Only a grant on the pattern ``*``
 itself covers it: a pattern that merely matches the text ``*`` (``?``, ``[*]``, ``[!a]``)
@@ -14,14 +22,14 @@ was meant for some credentials, not for all of them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from fnmatch import fnmatchcase
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from credman.errors import CredentialValidationError
 from credman.lifecycle import Permission
@@ -35,6 +43,8 @@ __all__ = [
     "check_pattern",
     "check_principal",
     "parse_permissions",
+    "pattern_covers",
+    "pattern_warning",
 ]
 
 SYSTEM_PRINCIPAL = "system:scheduler"
@@ -42,6 +52,16 @@ EVERY_CREDENTIAL = "*"
 _SYSTEM_MAY = frozenset({Permission.USE})
 _GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
 _OF_PRINCIPAL = select(_GRANTS).where(_GRANTS.c.principal == bindparam("b"))  # built once
+_COVERING = select(_GRANTS).where(  # the exact grant on the id and every glob: built once
+    _GRANTS.c.principal == bindparam("b"),
+    or_(
+        _GRANTS.c.pattern == bindparam("id"),
+        _GRANTS.c.pattern.contains("*", autoescape=True),
+        _GRANTS.c.pattern.contains("?", autoescape=True),
+        _GRANTS.c.pattern.contains("[", autoescape=True),
+    ),
+)
+_LOOSE_WILDCARD = re.compile(r"[A-Za-z0-9][*?\[]")
 _PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
 _PATTERN = re.compile(r"[A-Za-z0-9*?\[\]][A-Za-z0-9._:@/*?\[\]!-]{0,127}")
 
@@ -112,8 +132,9 @@ class AccessPolicy:
         if principal == SYSTEM_PRINCIPAL:
             return _SYSTEM_MAY
         held: set[Permission] = set()
-        for grant in self._rows(connection, principal):
-            if _covers(grant.pattern, credential_id):
+        rows = connection.execute(_COVERING, {"b": principal, "id": credential_id})
+        for grant in map(_grant, rows):
+            if pattern_covers(grant.pattern, credential_id):
                 held |= _expand(grant.permissions)
         return frozenset(held)
 
@@ -175,10 +196,52 @@ class AccessPolicy:
         return [_grant(row) for row in connection.execute(_OF_PRINCIPAL, {"b": principal})]
 
 
-def _covers(pattern: str, credential_id: str) -> bool:
-    if credential_id == EVERY_CREDENTIAL:
+def pattern_covers(pattern: str, credential_id: str) -> bool:
+    """Whether a grant on ``pattern`` covers ``credential_id`` (segment-aware, see above)."""
+    if pattern == EVERY_CREDENTIAL or credential_id == EVERY_CREDENTIAL:
         return pattern == EVERY_CREDENTIAL
-    return fnmatchcase(credential_id, pattern)
+    return _compiled(pattern).fullmatch(credential_id) is not None
+
+
+def pattern_warning(pattern: str) -> str | None:
+    """A warning when ``pattern`` covers more than it seems to (``team-a*``), else None."""
+    loose = _LOOSE_WILDCARD.search(pattern)
+    if loose is None:
+        return None
+    prefix = pattern[: loose.start() + 1]
+    return (
+        f"pattern {pattern!r} covers every id that starts with {prefix!r} "
+        f"(e.g. {prefix + 'dmin-root'!r}); to cover one folder, grant {prefix + '/*'!r}"
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as a regular expression whose wildcards stop at ``/`` (``**`` does not)."""
+    parts: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**", index):
+            parts.append(".*")
+            index += 2
+            continue
+        if char == "[":
+            end = pattern.find("]", index + (3 if pattern.startswith("[!", index) else 2))
+            if end != -1:
+                parts.append(_char_class(pattern[index + 1 : end]))
+                index = end + 1
+                continue
+        parts.append({"*": "[^/]*", "?": "[^/]"}.get(char) or re.escape(char))
+        index += 1
+    return re.compile("".join(parts))
+
+
+def _char_class(body: str) -> str:
+    negate = body.startswith("!")
+    members = (body[1:] if negate else body).replace("\\", "\\\\").replace("[", "\\[")
+    members = "\\" + members if members.startswith("^") else members
+    return f"(?!/)[{'^' if negate else ''}{members}]"
 
 
 def _expand(permissions: frozenset[Permission]) -> frozenset[Permission]:

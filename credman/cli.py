@@ -24,6 +24,7 @@ from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
+from credman.access import pattern_warning
 from credman.cli_keys import keys_app
 from credman.config import Settings
 from credman.crypto import KeyFileProvider
@@ -421,6 +422,9 @@ def grant(
     with _manager(ctx) as manager:
         result = manager.grant(grantee, pattern, permissions, principal=_options(ctx).principal)
     out.print(f"{grantee} may {','.join(sorted(result.permissions))} on {pattern!r}")
+    warning = pattern_warning(pattern)
+    if warning is not None:
+        err.print(f"warning: {warning}", markup=False)
 
 
 @app.command()

@@ -31,6 +31,7 @@ from credman.access import (
     check_pattern,
     check_principal,
     parse_permissions,
+    pattern_warning,
 )
 from credman.audit import AuditEvent, AuditReport
 from credman.auth import CredentialAuth
@@ -290,6 +291,9 @@ class CredentialManager(Maintenance):
             self._audit_ok(
                 act, "grant", None, grantee=grantee, pattern=pattern, permissions=permissions_text
             )
+        warning = pattern_warning(pattern)
+        if warning is not None:  # after the commit: no I/O while a transaction is open
+            logger.warning("grant to {!r}: {}", grantee, warning)
         return grant
 
     def revoke_grant(self, grantee: str, pattern: str, *, principal: str) -> bool:

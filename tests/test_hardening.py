@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from credman import ApiKey, BasicAuth, CredentialManager, OAuth2
+from credman import AccessDenied, ApiKey, BasicAuth, CredentialManager, OAuth2
+from credman.access import pattern_covers, pattern_warning
 from credman.logs import redact
 from credman.oauth import parse_token_response
 
@@ -231,3 +232,44 @@ def test_probe_does_not_read_a_huge_response_body(
     assert manager.test("big", principal="admin").ok
     own.close()  # waits for the handler: the count is final
     assert own.body_bytes_sent < 16 * 1024 * 1024
+
+
+# -- 16: grant patterns ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "credential_id", "expected"),
+    [
+        ("team-a/*", "team-a/db", True),
+        ("team-a/*", "team-a/x/db", False),
+        ("team-a/**", "team-a/x/db", True),
+        ("*/db", "team-a/db", True),
+        ("*/db", "team-a/x/db", False),
+        ("team-?/db", "team-a/db", True),
+        ("team-[!b]?db", "team-a/db", False),
+        ("*", "team-a/x/db", True),
+        ("github-*", "github-prod", True),
+    ],
+)
+def test_grant_patterns_are_segment_aware(pattern: str, credential_id: str, expected: bool) -> None:
+    """Wildcards stop at '/', '**' crosses it, and the bare '*' still covers everything."""
+    assert expected == pattern_covers(pattern, credential_id)
+
+
+def test_a_segment_wildcard_grant_does_not_reach_deeper_credentials(
+    manager: CredentialManager,
+) -> None:
+    """A grant on 'team-a/*' lets bob read team-a/db but not team-a/admin/root."""
+    manager.store("team-a/db", ApiKey(key="sk_a"), principal="admin")
+    manager.store("team-a/admin/root", ApiKey(key="sk_root"), principal="admin")
+    manager.grant("bob", "team-a/*", ["use"], principal="admin")
+    assert "sk_a" == manager.get("team-a/db", principal="bob").key.reveal()  # type: ignore[attr-defined]
+    with pytest.raises(AccessDenied):
+        manager.get("team-a/admin/root", principal="bob")
+
+
+def test_a_prefix_wildcard_grant_is_warned_about() -> None:
+    """'team-a*' covers team-admin-root too: the warning says so and suggests 'team-a/*'."""
+    warning = pattern_warning("team-a*")
+    assert warning is not None and "'team-a/*'" in warning
+    assert None is pattern_warning("team-a/*")
