@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,11 +21,16 @@ import pytest
 
 from credman import AccessDenied, ApiKey, BasicAuth, CredentialManager, OAuth2
 from credman.access import pattern_covers, pattern_warning
+from credman.crypto import KeyFileProvider
+from credman.errors import KeyringError
 from credman.logs import redact
 from credman.oauth import parse_token_response
 
 NOW = datetime(2026, 3, 1, 10, tzinfo=UTC)
 BIG_BODY = 128 * 1024 * 1024
+OTHER_UID = 65534
+"""nobody: the tests that plant a file for another user need root (the container's user)."""
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
 
 
 @pytest.fixture
@@ -273,3 +283,75 @@ def test_a_prefix_wildcard_grant_is_warned_about() -> None:
     warning = pattern_warning("team-a*")
     assert warning is not None and "'team-a/*'" in warning
     assert None is pattern_warning("team-a/*")
+
+
+# -- 13: the key file and the database file ---------------------------------------------------
+
+
+def test_a_symlinked_key_file_is_refused(tmp_path: Path) -> None:
+    """The key file is opened without following a symlink: a link planted at the path is refused."""
+    real = tmp_path / "real.key"
+    KeyFileProvider(real).create()
+    (tmp_path / "credman.key").symlink_to(real)
+    with pytest.raises(KeyringError, match="symlink"):
+        KeyFileProvider(tmp_path / "credman.key").load()
+
+
+@as_root
+def test_a_key_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    """A 0600 key file that belongs to someone else (planted) is refused, naming the owner."""
+    path = tmp_path / "credman.key"
+    KeyFileProvider(path).create()
+    os.chown(path, OTHER_UID, OTHER_UID)
+    with pytest.raises(KeyringError, match="owned by"):
+        KeyFileProvider(path).load()
+
+
+@as_root
+def test_init_refuses_a_planted_key_file(tmp_path: Path) -> None:
+    """credman init does not keep and use a key file another user put there first."""
+    path = tmp_path / "credman.key"
+    KeyFileProvider(path).create()
+    os.chown(path, OTHER_UID, OTHER_UID)
+    result = _cli(tmp_path, "init")
+    assert 1 == result.returncode
+    assert "owned by" in result.stderr
+    assert not (tmp_path / "credman.db").exists()
+
+
+def test_the_lock_file_is_not_opened_through_a_symlink(tmp_path: Path) -> None:
+    """A symlink planted at the lock path makes rotation refuse; the link's target is not created."""
+    path = tmp_path / "credman.key"
+    provider = KeyFileProvider(path)
+    provider.create()
+    victim = tmp_path / "victim"
+    (tmp_path / ".credman.key.lock").symlink_to(victim)
+    with pytest.raises(KeyringError, match="lock"):
+        provider.update(lambda ring: ring.with_new_version())
+    assert not victim.exists()
+    assert (1,) == provider.load().versions
+
+
+def test_the_database_and_its_folder_are_private_under_umask_000(
+    tmp_path: Path, key_file: Path
+) -> None:
+    """With umask 000 the SQLite file is created 0600 and a new folder for it 0700."""
+    old = os.umask(0)
+    try:
+        manager = CredentialManager(f"sqlite:///{tmp_path / 'new' / 'c.db'}", str(key_file))
+        manager.store("x", ApiKey(key="sk_x"), principal="admin")
+        manager.close()
+    finally:
+        os.umask(old)
+    assert 0o700 == stat.S_IMODE((tmp_path / "new").stat().st_mode)
+    assert 0o600 == stat.S_IMODE((tmp_path / "new" / "c.db").stat().st_mode)
+
+
+def _cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CREDMAN_DATABASE_URL": f"sqlite:///{folder / 'credman.db'}",
+        "CREDMAN_KEY_FILE": str(folder / "credman.key"),
+    }
+    command = [sys.executable, "-m", "credman", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
