@@ -22,7 +22,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 from loguru import logger
 from rich.console import Console
-from rich.table import Table
 
 from credman.access import pattern_warning
 from credman.cli_keys import keys_app
@@ -37,6 +36,7 @@ from credman.errors import (
 from credman.lifecycle import ApiKey, BasicAuth, BearerToken, Credential, JWTBearer, OAuth2
 from credman.logs import configure_logging
 from credman.manager import CredentialInfo, CredentialManager
+from credman.terminal import SafeTable, visible
 
 __all__ = ["app", "main"]
 
@@ -337,8 +337,8 @@ def _when(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds") if value else "-"
 
 
-def _info_table(infos: list[CredentialInfo]) -> Table:
-    table = Table("id", "type", "state", "version", "expires", "next due", "key")
+def _info_table(infos: list[CredentialInfo]) -> SafeTable:
+    table = SafeTable("id", "type", "state", "version", "expires", "next due", "key")
     for info in infos:
         table.add_row(
             info.instance_id,
@@ -357,7 +357,7 @@ def status(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(meta
     """A credential's state and metadata (no secret values)."""
     with _manager(ctx) as manager:
         info = manager.info(credential_id, principal=_options(ctx).principal)
-    table = Table("field", "value", show_header=False)
+    table = SafeTable("field", "value", show_header=False)
     for name in ("instance_id", "type", "state", "version", "attempts", "last_error"):
         table.add_row(name, str(getattr(info, name) or "-"))
     for name in ("created_at", "updated_at", "expires_at", "next_due_at", "lease_until"):
@@ -374,7 +374,7 @@ def history(
     """Every transition of a credential, oldest first."""
     with _manager(ctx) as manager:
         steps = manager.history(credential_id, principal=_options(ctx).principal)
-    table = Table("at", "from", "to", "trigger", "principal", "version", "reason")
+    table = SafeTable("at", "from", "to", "trigger", "principal", "version", "reason")
     for step in steps:
         table.add_row(
             _when(step.at),
@@ -447,7 +447,7 @@ def grants(
     """The grants in force."""
     with _manager(ctx) as manager:
         rows = manager.grants(principal=_options(ctx).principal, grantee=grantee)
-    table = Table("principal", "pattern", "permissions", "granted by", "at")
+    table = SafeTable("principal", "pattern", "permissions", "granted by", "at")
     for row in rows:
         table.add_row(
             row.principal,
@@ -470,7 +470,8 @@ def audit_verify(
     with _manager(ctx) as manager:
         report = manager.verify_audit(_anchor(anchor) if anchor else None)
     if not report.ok:
-        err.print(f"audit chain BROKEN at row {report.first_bad_seq}: {report.problem}")
+        problem = visible(report.problem)
+        err.print(f"audit chain BROKEN at row {report.first_bad_seq}: {problem}", markup=False)
         raise typer.Exit(1)
     out.print(
         f"audit chain ok: {report.rows_checked} rows, head {report.head_seq}:{report.head_hash}"
@@ -507,7 +508,7 @@ def audit_tail(
             subject=principal,
             outcome="denied" if denied else None,
         )
-    table = Table("seq", "at", "principal", "action", "credential", "outcome", "detail")
+    table = SafeTable("seq", "at", "principal", "action", "credential", "outcome", "detail")
     for event in events:
         detail = " ".join(f"{k}={v}" for k, v in sorted(event.detail.items()))
         table.add_row(
@@ -655,7 +656,7 @@ def demo(
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"error: {' '.join(message.split())}", markup=False)
+    err.print(f"error: {visible(' '.join(message.split()))}", markup=False)
     sys.exit(code)
 
 

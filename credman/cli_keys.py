@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from credman import cli, keys
+from credman.terminal import SafeTable
 
 __all__ = ["keys_app"]
 
@@ -108,7 +108,7 @@ def status(ctx: typer.Context) -> None:
     """Key versions, which is primary, and how many credentials each protects."""
     with cli._manager(ctx) as manager:
         report = keys.key_status(manager, principal=cli._options(ctx).principal)
-    table = Table("version", "primary", "credentials", "note")
+    table = SafeTable("version", "primary", "credentials", "note")
     for version in report.versions:
         primary = "yes" if version.primary else ""
         table.add_row(str(version.version), primary, str(version.credentials), _note(version))

@@ -355,3 +355,29 @@ def _cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     }
     command = [sys.executable, "-m", "credman", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+# -- 15: stored text in the terminal -----------------------------------------------------------
+
+HOSTILE = "[/] [bold]x[/bold] \x1b]8;;https://evil.example\x1b\\click\x1b]8;;\x1b\\ \x1b[2J"
+
+
+@pytest.mark.parametrize("command", [("status", "t"), ("history", "t"), ("audit", "tail")])
+def test_stored_markup_and_escapes_are_printed_inert(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Rich markup and ESC/OSC-8 sequences in a scope or reason are shown escaped, not obeyed."""
+    KeyFileProvider(tmp_path / "credman.key").create()
+    with CredentialManager(
+        f"sqlite:///{tmp_path / 'credman.db'}", str(tmp_path / "credman.key")
+    ) as manager:
+        credential = OAuth2(
+            token_url="https://idp.example/token", client_id="c", refresh_token="r", scope=HOSTILE
+        )
+        manager.store("t", credential, principal="admin")
+        manager.revoke("t", principal="admin", reason=HOSTILE)
+    result = _cli(tmp_path, *command)
+    assert (0, "") == (result.returncode, result.stderr)
+    assert "\x1b" not in result.stdout
+    assert "\\x1b" in result.stdout or command[0] == "audit"
+    assert "[/]" in result.stdout or command[0] == "audit"
