@@ -7,6 +7,7 @@ imported first.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -15,6 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from credman import cli, keys
+from credman.config import Settings
 from credman.terminal import SafeTable
 
 __all__ = ["keys_app"]
@@ -74,6 +76,17 @@ def _print_rewrap(report: keys.RewrapReport) -> None:
         raise typer.Exit(1)
 
 
+def _confirm(yes: bool, what: str) -> None:
+    """Go on only with --yes or a 'y' typed at a terminal."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        cli.err.print(f"refusing to {what} without --yes", markup=False)
+        raise typer.Exit(1)
+    if not typer.confirm(f"{what[0].upper()}{what[1:]}?", default=False, err=True):
+        raise typer.Exit(1)
+
+
 @keys_app.command()
 def rotate(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) -> None:
     """Add a new primary key version and re-wrap every data key under it."""
@@ -83,6 +96,10 @@ def rotate(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) 
             manager, principal=principal, batch_size=batch_size, progress=progress
         )
     cli.out.print(f"key version {report.primary} is primary (was {report.previous_primary})")
+    settings = Settings.from_env(key_file=cli._options(ctx).key_file)
+    if settings.key_env is None:
+        backup = f"{settings.key_file}.v{report.previous_primary}.bak"
+        cli.out.print(f"the previous key file is kept as {backup}", markup=False)
     _print_rewrap(report.rewrap)
 
 
@@ -126,8 +143,10 @@ def status(ctx: typer.Context) -> None:
 def retire(
     ctx: typer.Context,
     version: Annotated[int, typer.Argument(metavar="VERSION", min=1, help="The version to drop.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a key version for good; refused while any credential still uses it."""
+    _confirm(yes, f"retire key version {version} for good (it cannot be brought back)")
     with cli._manager(ctx) as manager:
         left = keys.retire_key(manager, version, principal=cli._options(ctx).principal)
     cli.out.print(

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from credman.crypto import Keyring, WrappedKey, envelope
+from credman.crypto import KeyFileProvider, Keyring, WrappedKey, envelope
 from credman.errors import CredentialValidationError, DecryptionError, KeyringError
+from credman.storage import repository
 from credman.storage.repository import CREDENTIALS
 
 if TYPE_CHECKING:
@@ -134,10 +135,19 @@ def keyring_for_write(manager: ManagerBase, connection: Connection) -> Keyring:
 
     Holds the key-change lock shared until the transaction ends and reloads the ring, so
     a row is never sealed under a version that a concurrent retire is removing, and a
-    process whose ring is stale writes under the primary another process rotated to.
+    process whose ring is stale writes under the primary another process rotated to. A
+    ring that cannot be reloaded to it (``CREDMAN_KEY`` from before a rotation) is refused
+    when rows already use a higher version than its primary.
     """
     _lock_key_changes(connection, exclusive=False)
-    return manager.reload_keys()
+    ring = manager.reload_keys()
+    highest = repository.highest_key_version(connection)
+    if highest is not None and ring.primary < highest:
+        raise KeyringError(
+            f"this process's keyring (primary version {ring.primary}) is older than the "
+            f"database's (version {highest} in use): load the current key file or CREDMAN_KEY"
+        )
+    return ring
 
 
 def add_key_version(manager: CredentialManager, *, principal: str) -> int:
@@ -145,7 +155,7 @@ def add_key_version(manager: CredentialManager, *, principal: str) -> int:
     with manager._operation("key_rotate", principal, None) as connection:
         manager._require_admin(connection, principal)
         _lock_key_changes(connection, exclusive=True)
-        ring = manager._provider.update(lambda current: current.with_new_version())
+        ring = _update(manager, lambda current: current.with_new_version(), keep_previous=True)
         _audit(manager, connection, principal, "key_rotate", primary=ring.primary)
     manager.reload_keys()
     logger.info("added key version {} (now primary)", ring.primary)
@@ -300,6 +310,16 @@ def _rewrap_rows(
 
 
 # -- plumbing -------------------------------------------------------------------------------
+
+
+def _update(
+    manager: CredentialManager, change: Callable[[Keyring], Keyring], *, keep_previous: bool
+) -> Keyring:
+    """Apply ``change`` to the ring; a key file keeps its previous contents when asked."""
+    provider = manager._provider
+    if isinstance(provider, KeyFileProvider):
+        return provider.update(change, keep_previous=keep_previous)
+    return provider.update(change)
 
 
 def _lock_key_changes(connection: Connection, *, exclusive: bool) -> None:

@@ -265,10 +265,19 @@ class KeyFileProvider:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
-        """Apply ``change`` under an exclusive lock; the file is replaced atomically."""
+    def update(
+        self, change: Callable[[Keyring], Keyring], *, keep_previous: bool = False
+    ) -> Keyring:
+        """Apply ``change`` under an exclusive lock; the file is replaced atomically.
+
+        ``keep_previous`` keeps the file as it was beside it, 0600, as
+        ``NAME.vPRIMARY.bak`` (never overwriting one): a rotation can be undone by hand.
+        """
         with self._locked():
-            ring = change(self.load())
+            before = self.load()
+            ring = change(before)
+            if keep_previous:
+                self._keep(before)
             temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
@@ -278,6 +287,17 @@ class KeyFileProvider:
             os.replace(temporary, self.path)
             _fsync_directory(self.path.parent.resolve())
             return ring
+
+    def _keep(self, ring: Keyring) -> None:
+        backup = self.path.with_name(f"{self.path.name}.v{ring.primary}.bak")
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return  # the first copy of that ring is kept
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_encode(ring))
+            handle.flush()
+            os.fsync(handle.fileno())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from credman.errors import ConcurrentUpdate, NotFound
 from credman.storage.tables import CredentialRow, HistoryRow
@@ -147,3 +147,10 @@ def iter_credentials(
             return
         yield from rows
         last = rows[-1].id
+
+
+def highest_key_version(connection: Connection) -> int | None:
+    """The highest key version any credential row is sealed under (an index lookup)."""
+    table = CredentialRow.__table__  # type: ignore[attr-defined]
+    highest = connection.execute(select(func.max(table.c.key_version))).scalar_one()
+    return None if highest is None else int(highest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -19,9 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from credman import AccessDenied, ApiKey, BasicAuth, CredentialManager, OAuth2
+from credman import AccessDenied, ApiKey, BasicAuth, CredentialManager, NotFound, OAuth2
 from credman.access import pattern_covers, pattern_warning
-from credman.crypto import KeyFileProvider
+from credman.crypto import EnvKeyProvider, KeyFileProvider
 from credman.errors import KeyringError
 from credman.logs import redact
 from credman.oauth import parse_token_response
@@ -381,3 +382,45 @@ def test_stored_markup_and_escapes_are_printed_inert(
     assert "\x1b" not in result.stdout
     assert "\\x1b" in result.stdout or command[0] == "audit"
     assert "[/]" in result.stdout or command[0] == "audit"
+
+
+# -- 17: key versions and destructive key operations ---------------------------------------------
+
+
+def test_a_process_with_an_old_keyring_cannot_write_under_a_retired_version(
+    make_manager: Any, key_file: Path
+) -> None:
+    """A process still holding the pre-rotation ring is refused writes; nothing is written."""
+    old_ring = base64.b64encode(key_file.read_bytes()).decode()
+    current = make_manager()
+    current.store("a", ApiKey(key="sk_a"), principal="admin")
+    current.rotate_keys(principal="admin")
+    stale = make_manager(key_provider=EnvKeyProvider("OLD", environ={"OLD": old_ring}))
+    with pytest.raises(KeyringError, match="older than"):
+        stale.store("b", ApiKey(key="sk_b"), principal="admin")
+    with pytest.raises(NotFound):
+        current.info("b", principal="admin")
+
+
+def test_keys_rotate_keeps_the_previous_key_file(tmp_path: Path) -> None:
+    """After rotation the key file as it was before is kept beside it, 0600."""
+    path = tmp_path / "credman.key"
+    provider = KeyFileProvider(path)
+    provider.create()
+    before = path.read_bytes()
+    provider.update(lambda ring: ring.with_new_version(), keep_previous=True)
+    kept = tmp_path / "credman.key.v1.bak"
+    assert before == kept.read_bytes()
+    assert 0o600 == stat.S_IMODE(kept.stat().st_mode)
+
+
+def test_keys_retire_asks_for_confirmation(tmp_path: Path) -> None:
+    """'credman keys retire' without --yes (and no terminal to ask) refuses and retires nothing."""
+    assert 0 == _cli(tmp_path, "init").returncode
+    assert 0 == _cli(tmp_path, "keys", "rotate").returncode
+    refused = _cli(tmp_path, "keys", "retire", "1")
+    assert 1 == refused.returncode
+    assert "--yes" in refused.stderr
+    assert (1, 2) == KeyFileProvider(tmp_path / "credman.key").load().versions
+    assert 0 == _cli(tmp_path, "keys", "retire", "1", "--yes").returncode
+    assert (2,) == KeyFileProvider(tmp_path / "credman.key").load().versions
