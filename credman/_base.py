@@ -35,6 +35,7 @@ from credman.access import (
 from credman.audit import AuditLog
 from credman.config import Settings
 from credman.crypto import EnvKeyProvider, KeyFileProvider, KeyProvider, Keyring
+from credman.egress import EgressPolicy, EgressTransport
 from credman.errors import (
     AccessDenied,
     CredentialError,
@@ -194,6 +195,7 @@ class ManagerBase:
         migrate_schema: bool = True,
         hooks: Iterable[Hook] = (),
         http_client: httpx.Client | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         settings = Settings.from_env(database_url=database_url, key_file=key_file)
         self._provider: KeyProvider = key_provider or (
@@ -208,7 +210,10 @@ class ManagerBase:
         self._policy = refresh_policy or RefreshPolicy()
         self._clock = clock or _utcnow
         self._hooks = tuple(hooks)
-        self._http = http_client or httpx.Client(follow_redirects=False)
+        self._egress = egress or EgressPolicy.from_env()
+        self._http = http_client or httpx.Client(
+            follow_redirects=False, transport=EgressTransport(self._egress)
+        )
         self._owns_http = http_client is None
         self._flights: dict[str, threading.Lock] = {}
         self._sweeping = threading.local()

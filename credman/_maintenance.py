@@ -26,6 +26,7 @@ from credman import _material, keys, refresh
 from credman._base import Act, ManagerBase, check_credential_id
 from credman.access import SYSTEM_PRINCIPAL
 from credman.auth import apply_credential
+from credman.egress import EgressDenied
 from credman.errors import (
     CredentialError,
     CredentialValidationError,
@@ -418,7 +419,9 @@ class Maintenance(ManagerBase):
                 response.close()
         except httpx.HTTPError as exc:
             elapsed = (time.perf_counter() - started) * 1000
-            return ProbeResult(credential_id, False, None, elapsed, at, type(exc).__name__)
+            # one word for every transport failure: a refused port and a silent one look alike
+            error = "egress_denied" if isinstance(exc, EgressDenied) else "unreachable"
+            return ProbeResult(credential_id, False, None, elapsed, at, error)
         elapsed = (time.perf_counter() - started) * 1000
         ok = response.status_code in probe.expect
         return ProbeResult(credential_id, ok, response.status_code, elapsed, at)

@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 from credman import AccessDenied, ApiKey, BasicAuth, CredentialManager, NotFound, OAuth2
 from credman.access import pattern_covers, pattern_warning
 from credman.crypto import EnvKeyProvider, KeyFileProvider
+from credman.egress import EgressPolicy
 from credman.errors import KeyringError
 from credman.logs import redact
 from credman.oauth import parse_token_response
@@ -424,3 +426,63 @@ def test_keys_retire_asks_for_confirmation(tmp_path: Path) -> None:
     assert (1, 2) == KeyFileProvider(tmp_path / "credman.key").load().versions
     assert 0 == _cli(tmp_path, "keys", "retire", "1", "--yes").returncode
     assert (2,) == KeyFileProvider(tmp_path / "credman.key").load().versions
+
+
+# -- 19: egress policy ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host", ["169.254.169.254", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "fd00::1"]
+)
+def test_the_default_egress_policy_refuses_internal_addresses(host: str) -> None:
+    """Link-local (metadata service), private, shared and ULA addresses are refused by default."""
+    assert EgressPolicy().refusal(host) is not None
+
+
+def test_egress_policy_allows_what_it_is_told_to() -> None:
+    """An allowed network or host opens exactly that; public addresses stay allowed."""
+    policy = EgressPolicy.of(["10.1.0.0/16", "*.corp.example"])
+    assert (None, None, None) == (
+        policy.refusal("10.1.2.3"),
+        policy.refusal("idp.corp.example"),
+        policy.refusal("8.8.8.8"),
+    )
+    assert policy.refusal("10.2.0.1") is not None
+
+
+def test_a_probe_to_the_metadata_service_is_never_sent(sqlite_url: str, key_file: Path) -> None:
+    """A probe URL at 169.254.169.254 is refused by the egress policy before any connection."""
+    with CredentialManager(sqlite_url, str(key_file), egress=EgressPolicy()) as manager:
+        probe = {"url": "https://169.254.169.254/latest/meta-data/", "expect": [200]}
+        manager.store("m", ApiKey(key="sk_m", probe=probe), principal="admin")
+        result = manager.test("m", principal="admin")
+    assert (False, None, "egress_denied") == (result.ok, result.status, result.error)
+
+
+def test_loopback_needs_an_explicit_allowance(
+    sqlite_url: str, key_file: Path, origins: tuple[Origin, Origin]
+) -> None:
+    """Without allow_loopback a loopback probe is refused and the server sees nothing."""
+    own, _ = origins
+    with CredentialManager(sqlite_url, str(key_file), egress=EgressPolicy()) as manager:
+        manager.store("l", ApiKey(key="sk_l", probe={"url": f"{own.url}/me"}), principal="admin")
+        result = manager.test("l", principal="admin")
+    assert ("egress_denied", []) == (result.error, own.seen)
+
+
+def test_probe_errors_do_not_tell_a_closed_port_from_an_open_one(
+    sqlite_url: str, key_file: Path
+) -> None:
+    """A refused port and a port whose listener hangs up report the same error."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    closed = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True).start()
+    with CredentialManager(sqlite_url, str(key_file)) as manager:
+        for name, port in (("open", listener.getsockname()[1]), ("closed", closed_port)):
+            probe = {"url": f"http://127.0.0.1:{port}/"}
+            manager.store(name, ApiKey(key="sk_p", probe=probe), principal="admin")
+        errors = {manager.test(name, principal="admin").error for name in ("open", "closed")}
+    listener.close()
+    assert {"unreachable"} == errors
