@@ -32,6 +32,7 @@ from credman.errors import (
     CredentialValidationError,
     InvalidTransition,
     RefreshFailed,
+    StorageError,
 )
 from credman.lifecycle import (
     Credential,
@@ -320,9 +321,29 @@ class Maintenance(ManagerBase):
             self._sweeping.active = False
 
     def _maintain(self, due: Any, now: datetime) -> str:
-        """One due credential: refresh, expire or recover; never raises."""
-        with self._as_system():
-            return self._maintain_as_system(due.id, is_refreshable(due), now)
+        """One due credential: refresh, expire or recover; never raises.
+
+        Anything unexpected (a malformed row: NULL JSON, an unknown type, a column that does
+        not decode) is this credential's problem only: it is logged, audited as a failed
+        ``maintain`` and counted in ``TickReport.errors`` as ``error:broken_row``, and the
+        rest of the tick goes on.
+        """
+        try:
+            with self._as_system():
+                return self._maintain_as_system(due.id, is_refreshable(due), now)
+        except Exception as exc:  # isolate the row: one bad credential must not stop the sweep
+            self._report_broken(due.id, exc)
+            return "error:broken_row"
+
+    def _report_broken(self, credential_id: str, exc: Exception) -> None:
+        logger.error(
+            "sweep skipped malformed credential {!r}: {}", credential_id, type(exc).__name__
+        )
+        broken = StorageError(
+            f"credential {credential_id!r} is malformed ({type(exc).__name__})",
+            credential_id=credential_id,
+        )
+        self._record_refusal("maintain", SYSTEM_PRINCIPAL, credential_id, broken)
 
     def _maintain_as_system(self, credential_id: str, refreshable: bool, now: datetime) -> str:
         try:
@@ -464,4 +485,7 @@ class Maintenance(ManagerBase):
                 return self.test(credential_id, principal=SYSTEM_PRINCIPAL)
         except CredentialError as exc:
             logger.info("sweep could not test {!r}: {}", credential_id, type(exc).__name__)
+            return None
+        except Exception as exc:  # a malformed row: reported, the sweep goes on
+            self._report_broken(credential_id, exc)
             return None
