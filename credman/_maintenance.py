@@ -212,9 +212,17 @@ class Maintenance(ManagerBase):
             if row.state != State.REFRESHING or row.lease_owner != claim.owner:
                 self._audit_outcome(act, "refresh", row.id, "failed", error="lease_lost")
                 return "lease_lost", []
-            if isinstance(outcome, RefreshFailed):
-                return self._record_failure(act, row, outcome)
-            return self._record_success(act, row, claim, outcome)
+            if not isinstance(outcome, RefreshFailed):
+                try:
+                    return self._record_success(act, row, claim, outcome)
+                except CredentialValidationError:  # a grant the credential cannot hold
+                    outcome = RefreshFailed(
+                        "token endpoint failed: HTTP 200, error invalid_response",
+                        permanent=False,
+                        error_code="invalid_response",
+                        rotated_refresh_token=outcome.refresh_token,
+                    )
+            return self._record_failure(act, row, outcome, claim)
 
     def _record_success(
         self, act: Act, row: Any, claim: Claim, grant: Any
@@ -248,9 +256,14 @@ class Maintenance(ManagerBase):
         return "refreshed", events
 
     def _record_failure(
-        self, act: Act, row: Any, failure: RefreshFailed
+        self, act: Act, row: Any, failure: RefreshFailed, claim: Claim
     ) -> tuple[str, list[CredentialEvent]]:
         trigger, values = refresh.failure_values(row, failure, act.now, self._policy)
+        rotated = failure.rotated_refresh_token
+        if rotated is not None and isinstance(claim.credential, OAuth2):
+            # the provider spent the old refresh token: the refused answer's new one is kept
+            kept = claim.credential.with_material(refresh_token=rotated)
+            values |= _material.seal(keys.keyring_for_write(self, act.connection), row.id, kept)
         version = self._change(act, row, trigger, values)
         code = values["last_error"]
         self._audit_outcome(

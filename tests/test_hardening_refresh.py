@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from conftest import oauth_credential
 from sqlalchemy import create_engine, text
 
 from credman import BearerToken, CredentialManager, State
+from credman.lifecycle import RefreshPolicy
+from credman.tokenserver import TokenServer
 
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
 
@@ -37,3 +41,44 @@ def test_a_malformed_row_is_skipped_and_reported_while_the_tick_goes_on(
     assert State.EXPIRED == manager.info("healthy", principal="admin").state
     failed = [e for e in manager.audit_events(principal="admin", limit=5) if e.outcome == "failed"]
     assert ["broken"] == [e.credential_id for e in failed]
+
+
+# -- 1: a deadline on the whole token exchange -------------------------------------------------
+
+
+def test_a_dripping_token_endpoint_is_cut_off_at_the_deadline(
+    make_manager: Any, server: TokenServer
+) -> None:
+    """One byte every 0.2 s, each well inside the per-read timeout, still ends at the deadline:
+    a recorded transient 'timeout', the credential still usable, well before the lease ends."""
+    manager: CredentialManager = make_manager(refresh_policy=RefreshPolicy(timeout=0.5))
+    manager.store(
+        "gh", oauth_credential(server, access_token="at-old", expires_in=3600), principal="admin"
+    )
+    server.drip_seconds = 0.2  # the 48-byte body would take about 10 s
+    server.mode = "drip"
+    info = manager.refresh("gh", principal="admin", force=True)
+    assert ("timeout", 1, State.ACTIVE) == (info.last_error, info.attempts, info.state)
+
+
+# -- 2: a 200 credman cannot accept is a recorded failure ----------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["huge_access_token", "crlf_token_type"])
+def test_a_rejected_200_is_recorded_and_its_rotated_refresh_token_kept(
+    manager: CredentialManager, server: TokenServer, mode: str
+) -> None:
+    """A 200 with a 20,000-character token or a CR/LF token_type is a recorded failure; the
+    refresh token it rotated to is kept, so the next refresh works instead of a replay."""
+    manager.store(
+        "gh", oauth_credential(server, access_token="at-old", expires_in=3600), principal="admin"
+    )
+    server.fail_next(1, mode)
+    info = manager.refresh("gh", principal="admin", force=True)
+    assert ("invalid_response", 1, State.ACTIVE) == (info.last_error, info.attempts, info.state)
+    stored = manager.get("gh", principal="admin").refresh_token.reveal()  # type: ignore[attr-defined]
+    assert server.is_valid_refresh_token(stored)
+    manager.refresh("gh", principal="admin", force=True)
+    assert [] == server.revoked_grants
+    token_type = manager.get("gh", principal="admin").token_type  # type: ignore[attr-defined]
+    assert "Bearer" == token_type
