@@ -161,8 +161,15 @@ class Maintenance(ManagerBase):
         if needs_operator and is_refreshable(row) and not force:
             raise reauthorisation_required(row)
         in_backoff = row.attempts and row.next_due_at is not None and now < row.next_due_at
+        if force and if_version is not None:  # the 401 path: rate-limited per credential
+            young = (  # material a refresh (not an operator) produced only moments ago
+                row.state == State.UPDATED
+                and row.material_at is not None
+                and now - row.material_at < self._policy.forced_refresh_interval
+            )
+            return not (in_backoff or young)
         if force:
-            return not (in_backoff and if_version is not None)
+            return True
         return needs_refresh(row, now)
 
     def _recover_lease(self, act: Act, row: Any) -> None:
@@ -181,7 +188,7 @@ class Maintenance(ManagerBase):
         started = now or self._now()
         try:
             outcome: Any = request_token(
-                self._http, claim.credential, now=started, timeout=self._policy.timeout
+                self._http, claim.credential, now=started, timeout=self._exchange_deadline()
             )
         except RefreshFailed as failure:
             outcome = failure
@@ -196,6 +203,11 @@ class Maintenance(ManagerBase):
                 retry_after=outcome.retry_after,
             )
         return result
+
+    def _exchange_deadline(self) -> float:
+        """Seconds the whole token exchange may take: the policy's, within half the lease,
+        so the holder gives up long before anyone may recover its lease."""
+        return min(self._policy.timeout, self._policy.lease.total_seconds() / 2)
 
     def _commit(
         self,

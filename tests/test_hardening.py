@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from conftest import oauth_credential
 
 from credman import AccessDenied, ApiKey, BasicAuth, CredentialManager, NotFound, OAuth2
 from credman.access import pattern_covers, pattern_warning
@@ -28,6 +29,7 @@ from credman.egress import EgressPolicy
 from credman.errors import KeyringError
 from credman.logs import redact
 from credman.oauth import parse_token_response
+from credman.tokenserver import TokenServer
 
 NOW = datetime(2026, 3, 1, 10, tzinfo=UTC)
 BIG_BODY = 128 * 1024 * 1024
@@ -71,6 +73,7 @@ class Origin:
                     return
                 target = parse_qs(parts.query).get("url")
                 status = 302 if parts.path == "/to" and target else 403
+                status = 401 if parts.path == "/401" else status
                 self.send_response(status)
                 if status == 302 and target:
                     self.send_header("Location", target[0])
@@ -486,3 +489,18 @@ def test_probe_errors_do_not_tell_a_closed_port_from_an_open_one(
         errors = {manager.test(name, principal="admin").error for name in ("open", "closed")}
     listener.close()
     assert {"unreachable"} == errors
+
+
+# -- 4: forced refreshes are rate-limited ----------------------------------------------------------
+
+
+def test_repeated_401s_do_not_refresh_again_and_again(
+    manager: CredentialManager, server: TokenServer, origins: tuple[Origin, Origin]
+) -> None:
+    """Five requests answered 401 refresh the token once, not five times."""
+    own, _ = origins
+    credential = oauth_credential(server, access_token="at-old", expires_in=3600)
+    manager.store("gh", credential, principal="admin")
+    with httpx.Client(auth=manager.auth("gh", principal="admin")) as client:
+        statuses = [client.get(f"{own.url}/401").status_code for _ in range(5)]
+    assert ([401] * 5, 1) == (statuses, server.refreshes)
