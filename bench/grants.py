@@ -30,7 +30,7 @@ def _setup(folder: Path) -> CredentialManager:
         f"sqlite:///{folder / 'credman.db'}", str(key), synchronous="NORMAL"
     )
     manager.store("svc/target", ApiKey(key="sk_bench"), principal="admin")
-    manager.grant("bob", "svc/*", {Permission.USE}, principal="admin")
+    manager.grant("bob", "svc/*", {Permission.READ}, principal="admin")
     rows = [
         {
             "principal": "bob",

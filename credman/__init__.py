@@ -4,7 +4,8 @@ from loguru import logger
 
 from credman.access import Grant
 from credman.audit import AuditEvent, AuditReport
-from credman.crypto import Secret
+from credman.clock import Clock, SystemClock
+from credman.crypto import KeyProvider, Keyring, Secret
 from credman.errors import (
     AccessDenied,
     AuditError,
@@ -18,7 +19,10 @@ from credman.errors import (
     NotFound,
     RefreshFailed,
     StorageError,
+    Unauthenticated,
 )
+from credman.httpx_auth import AccessAuth
+from credman.keys import KeyStatus, KeyVersionStatus, RewrapProgress, RewrapReport, RotationReport
 from credman.lifecycle import (
     ApiKey,
     BasicAuth,
@@ -27,11 +31,19 @@ from credman.lifecycle import (
     JWTBearer,
     OAuth2,
     Permission,
+    Probe,
+    RefreshPolicy,
     State,
 )
-from credman.manager import CredentialInfo, CredentialManager, Transition
+from credman.manager import CredentialManager
+from credman.models import Access, CredentialInfo, Transition
+from credman.notify import CredentialEvent, EventKind, Hook, WebhookNotifier
+from credman.probes import ProbeResult
+from credman.sweep import TickReport
 
 __all__ = [
+    "Access",
+    "AccessAuth",
     "AccessDenied",
     "ApiKey",
     "AuditError",
@@ -39,26 +51,44 @@ __all__ = [
     "AuditReport",
     "BasicAuth",
     "BearerToken",
+    "Clock",
     "ConcurrentUpdate",
     "Credential",
     "CredentialError",
+    "CredentialEvent",
     "CredentialInfo",
     "CredentialManager",
     "CredentialUnusable",
     "CredentialValidationError",
     "DecryptionError",
+    "EventKind",
     "Grant",
+    "Hook",
     "InvalidTransition",
     "JWTBearer",
+    "KeyProvider",
+    "KeyStatus",
+    "KeyVersionStatus",
+    "Keyring",
     "KeyringError",
     "NotFound",
     "OAuth2",
     "Permission",
+    "Probe",
+    "ProbeResult",
     "RefreshFailed",
+    "RefreshPolicy",
+    "RewrapProgress",
+    "RewrapReport",
+    "RotationReport",
     "Secret",
     "State",
     "StorageError",
+    "SystemClock",
+    "TickReport",
     "Transition",
+    "Unauthenticated",
+    "WebhookNotifier",
 ]
 
 logger.disable("credman")  # a library stays quiet unless the application enables it

@@ -278,7 +278,7 @@ def test_a_segment_wildcard_grant_does_not_reach_deeper_credentials(
     """A grant on 'team-a/*' lets bob read team-a/db but not team-a/admin/root."""
     manager.store("team-a/db", ApiKey(key="sk_a"), principal="admin")
     manager.store("team-a/admin/root", ApiKey(key="sk_root"), principal="admin")
-    manager.grant("bob", "team-a/*", ["use"], principal="admin")
+    manager.grant("bob", "team-a/*", ["read"], principal="admin")
     assert "sk_a" == manager.get("team-a/db", principal="bob").key.reveal()  # type: ignore[attr-defined]
     with pytest.raises(AccessDenied):
         manager.get("team-a/admin/root", principal="bob")
