@@ -69,6 +69,7 @@ class CredentialManager:
         hooks: Iterable[Hook] = (),
         http_client: httpx.Client | None = None,
         egress: EgressPolicy | None = None,
+        notify_refreshed: bool = False,
     ) -> None:
         settings = Settings.from_env(database_url=database_url, key_file=key_file)
         provider = key_provider or (
@@ -95,7 +96,7 @@ class CredentialManager:
             raise
         access = AccessPolicy(settings.admins if admins is None else admins)
         ops = Operations(self._engine, AuditLog(keyring.audit_key()), access, self.clock)
-        notifier = Notifier(hooks)
+        notifier = Notifier(hooks, refreshed_events=notify_refreshed)
         self.keys = KeyManager(provider, keyring, ops)
         self._refresher = Refresher(ops, self.keys, notifier, self.policy, self._http)
         self._credentials = Credentials(ops, self.keys, self._refresher, notifier, self.policy)

@@ -2,8 +2,13 @@
 
 A hook is any callable taking a :class:`CredentialEvent`. Hooks run after the commit,
 outside any transaction; an exception in a hook is logged and never undoes or fails the
-operation. :class:`WebhookNotifier` is the built-in hook: it POSTs the event as JSON with an
-HMAC-SHA256 signature header and retries a bounded number of times.
+operation. ``refreshed`` events are sent only when asked for (``refreshed_events``).
+Repeated ``refresh_failed`` events of one credential are de-duplicated: the first is sent,
+then at most one summary (its ``attempts`` says how many so far) every
+``failure_summary_every``, until ``recovered``, ``reauthorization_required`` or ``revoked``
+ends the streak. De-duplication is per process. :class:`WebhookNotifier` is the built-in
+hook: it POSTs the event as JSON with an HMAC-SHA256 signature header and retries a bounded
+number of times.
 """
 
 from __future__ import annotations
@@ -11,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -33,6 +39,7 @@ class EventKind(StrEnum):
     REFRESH_FAILED = "refresh_failed"  # a transient failure; retried with backoff
     REAUTHORIZATION_REQUIRED = "reauthorization_required"  # the provider refused the grant
     RECOVERED = "recovered"  # a refresh succeeded after failures
+    REFRESHED = "refreshed"  # a refresh succeeded (sent only to notifiers that ask for it)
     EXPIRED = "expired"
     REVOKED = "revoked"
     PROBE_FAILED = "probe_failed"  # the credential no longer works against its probe
@@ -68,8 +75,18 @@ class Hook(Protocol):
 class Notifier:
     """Passes committed events to every hook; a failing hook is logged and skipped."""
 
-    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+    def __init__(
+        self,
+        hooks: Iterable[Hook] = (),
+        *,
+        refreshed_events: bool = False,
+        failure_summary_every: timedelta = timedelta(minutes=15),
+    ) -> None:
         self.hooks = tuple(hooks)
+        self.refreshed_events = refreshed_events
+        self.failure_summary_every = failure_summary_every
+        self._last_failure_sent: dict[str, datetime] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Notifier({len(self.hooks)} hooks)"
@@ -77,11 +94,34 @@ class Notifier:
     def emit(self, *events: CredentialEvent) -> None:
         """Deliver ``events`` to each hook in turn (call only after the change committed)."""
         for event in events:
+            if not self._wanted(event):
+                continue
             for hook in self.hooks:
                 try:
                     hook(event)
                 except Exception as exc:  # a hook never undoes or fails a committed change
                     logger.error("notification hook failed: {}", type(exc).__name__)
+
+    def _wanted(self, event: CredentialEvent) -> bool:
+        """Whether ``event`` goes out: opt-in kinds and the failure de-duplication."""
+        if event.kind is EventKind.REFRESHED:
+            return self.refreshed_events
+        with self._lock:
+            if event.kind in _ENDS_STREAK:
+                self._last_failure_sent.pop(event.credential_id, None)
+                return True
+            if event.kind is not EventKind.REFRESH_FAILED:
+                return True
+            last = self._last_failure_sent.get(event.credential_id)
+            if last is not None and event.at - last < self.failure_summary_every:
+                return False
+            self._last_failure_sent[event.credential_id] = event.at
+            return True
+
+
+_ENDS_STREAK = frozenset(
+    {EventKind.RECOVERED, EventKind.REAUTHORIZATION_REQUIRED, EventKind.REVOKED}
+)
 
 
 class WebhookNotifier:

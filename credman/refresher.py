@@ -73,6 +73,8 @@ class Claim:
     owner: str
     credential: OAuth2 | JWTBearer
     attempts: int
+    was_live: bool = True
+    """Whether the credential was usable (ACTIVE/UPDATED) when claimed."""
 
 
 def jitter() -> float:
@@ -262,7 +264,8 @@ class Refresher:
             lease = {"lease_owner": owner, "lease_until": lease_until, "next_due_at": lease_until}
             version = ops.change(act, record, "start_refresh", lease)
             ops.audit(act, "refresh_started", credential_id, version=version)
-            return Claim(credential_id, owner, credential, record.attempts)
+            live = record.state in (State.ACTIVE, State.UPDATED)
+            return Claim(credential_id, owner, credential, record.attempts, live)
 
     def _should_refresh(
         self, record: CredentialRecord, now: datetime, force: bool, if_version: int | None
@@ -367,7 +370,15 @@ class Refresher:
         version = self._operations.change(act, record, "refresh_succeeded", values)
         rotated = grant.refresh_token is not None
         self._operations.audit(act, "refresh", record.id, version=version, rotated=rotated)
-        events = []
+        events = [
+            CredentialEvent(
+                kind=EventKind.REFRESHED,
+                credential_id=record.id,
+                state=State.UPDATED,
+                at=act.now,
+                attempts=claim.attempts,
+            )
+        ]
         if claim.attempts:
             events.append(
                 CredentialEvent(
@@ -412,7 +423,14 @@ class Refresher:
             error_code=code,
             retry_at=values["next_due_at"],
         )
-        return (RefreshOutcome.DEFERRED if deferred else RefreshOutcome.FAILED), [event]
+        events = [event]
+        if not deferred and not failure.permanent and claim.was_live:
+            events.append(  # the token ran out during the outage: say so, once
+                CredentialEvent(
+                    kind=EventKind.EXPIRED, credential_id=record.id, state=State.EXPIRED, at=act.now
+                )
+            )
+        return (RefreshOutcome.DEFERRED if deferred else RefreshOutcome.FAILED), events
 
 
 def _log_outcome(credential_id: str, result: RefreshOutcome, events: list[CredentialEvent]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import create_engine, text
 
 from credman import BearerToken, CredentialManager, State
 from credman.lifecycle import RefreshPolicy
+from credman.notify import CredentialEvent, EventKind
 from credman.tokenserver import TokenServer
 
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
@@ -82,3 +84,34 @@ def test_a_rejected_200_is_recorded_and_its_rotated_refresh_token_kept(
     assert [] == server.revoked_grants
     token_type = manager.get("gh", principal="admin").token_type  # type: ignore[attr-defined]
     assert "Bearer" == token_type
+
+
+# -- issue 17, events: expired, refreshed (opt-in), de-duplicated failures ---------------------
+
+
+def test_an_outage_sends_one_failure_then_summaries_expired_once_and_recovered(
+    make_manager: Any, server: TokenServer
+) -> None:
+    """Provider down for an hour: refresh_failed once, a summary at most every 15 minutes,
+    expired when the token runs out, recovered at the end; refreshed only on request."""
+    events: list[CredentialEvent] = []
+    now = [START]
+    manager: CredentialManager = make_manager(
+        hooks=[events.append], clock=lambda: now[0], notify_refreshed=True
+    )
+    credential = oauth_credential(server, access_token="at-old", expires_in=600)
+    manager.store("gh", credential, principal="admin")
+    server.mode = "500"
+    for minute in range(9, 70):
+        now[0] = START + timedelta(minutes=minute)
+        manager.tick(now[0])
+    server.mode = "ok"
+    now[0] = START + timedelta(minutes=90)
+    manager.tick(now[0])
+    kinds = [event.kind.value for event in events]
+    failures = [e for e in events if e.kind is EventKind.REFRESH_FAILED]
+    assert 1 == kinds.count("expired")
+    assert 2 <= len(failures) <= 5
+    gaps = [b.at - a.at for a, b in itertools.pairwise(failures)]
+    assert all(gap >= timedelta(minutes=15) for gap in gaps)
+    assert ["recovered", "refreshed"] == sorted(kinds[-2:])

@@ -267,7 +267,7 @@ def test_successful_response_becomes_a_grant() -> None:
     grant = parse_token_response(200, {}, body(payload), now=NOW)
     assert ACCESS_TOKEN == grant.access_token.reveal()
     assert REFRESH_TOKEN == (grant.refresh_token and grant.refresh_token.reveal())
-    assert (3600, "bearer", "read") == (grant.expires_in, grant.token_type, grant.scope)
+    assert (3600, "Bearer", "read") == (grant.expires_in, grant.token_type, grant.scope)
 
 
 def test_minimal_response_gets_defaults() -> None:
