@@ -78,6 +78,10 @@ class Deadline:
                 if expired:
                     self._shutdown(sock)
 
+    async def atrace(self, event: str, info: dict[str, Any]) -> None:
+        """The same ``trace`` for httpx's async interface (which wants a coroutine)."""
+        self.trace(event, info)
+
     def _expire(self) -> None:
         with self._lock:
             self.expired = True

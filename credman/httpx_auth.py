@@ -82,6 +82,18 @@ class _OriginGuard:
         return None if self._previous is None else self._previous(event, info)
 
 
+class _AsyncOriginGuard(_OriginGuard):
+    """The same guard for httpx's async interface, which wants a coroutine."""
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> Any:
+        previous, self._previous = self._previous, None
+        try:
+            super().__call__(event, info)
+        finally:
+            self._previous = previous
+        return None if previous is None else await previous(event, info)
+
+
 class AccessAuth(httpx.Auth):
     """Authenticates requests with one credential's material, fetched per request.
 
@@ -112,10 +124,13 @@ class AccessAuth(httpx.Auth):
             self._origins = frozenset({origin_of(request.url)})
         return origin_of(request.url) in self._origins
 
-    def _prepared(self, request: httpx.Request, access: Access) -> httpx.Request:
+    def _prepared(
+        self, request: httpx.Request, access: Access, *, asynchronous: bool = False
+    ) -> httpx.Request:
         assert self._origins is not None
         names = frozenset(name.lower() for name in access.headers)
-        guard = _OriginGuard(self._origins, names, request.extensions.get("trace"))
+        kind = _AsyncOriginGuard if asynchronous else _OriginGuard
+        guard = kind(self._origins, names, request.extensions.get("trace"))
         request.extensions = {**request.extensions, "trace": guard}
         return apply_access(request, access)
 
@@ -142,12 +157,13 @@ class AccessAuth(httpx.Auth):
         url = request.url
         with _Sending(request, url):
             access = await asyncio.to_thread(self._current)
-            response = yield self._prepared(request, access)
+            response = yield self._prepared(request, access, asynchronous=True)
             request.url = url
             if response.status_code != 401 or not access.refreshable:
                 return
             if await asyncio.to_thread(self._renew, access.version):
-                yield self._prepared(request, await asyncio.to_thread(self._current))
+                renewed = await asyncio.to_thread(self._current)
+                yield self._prepared(request, renewed, asynchronous=True)
 
 
 class _Sending:

@@ -27,6 +27,7 @@ from typing import Protocol
 import httpx
 from loguru import logger
 
+from credman.deadline import Deadline
 from credman.logs import own_requests
 from credman.oauth import backoff_delay
 
@@ -134,6 +135,7 @@ class WebhookNotifier:
         *,
         attempts: int = 3,
         timeout: float = 5.0,
+        total: float = 15.0,
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -141,6 +143,7 @@ class WebhookNotifier:
         self._secret = secret
         self._attempts = attempts
         self._timeout = timeout
+        self._total = total
         self._client = client or httpx.Client()
         self._sleep = sleep
 
@@ -152,26 +155,43 @@ class WebhookNotifier:
         return "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
 
     def __call__(self, event: CredentialEvent) -> None:
-        """Deliver ``event``; retry 5xx and transport errors up to ``attempts`` times."""
+        """Deliver ``event``; retry 5xx and transport errors up to ``attempts`` times.
+
+        ``timeout`` bounds each attempt as a whole (connect to last byte, not per read) and
+        ``total`` all attempts and pauses together, so a slow receiver costs at most that.
+        """
         body = event.to_json()
         headers = {
             "Content-Type": "application/json",
             "X-Credman-Event": event.kind.value,
             "X-Credman-Signature": self.signature(body),
         }
+        ends = time.monotonic() + self._total
         for attempt in range(self._attempts):
-            if self._deliver(body, headers):
+            left = ends - time.monotonic()
+            if left <= 0:
+                break
+            if self._deliver(body, headers, min(self._timeout, left)):
                 return
-            if attempt + 1 < self._attempts:
-                self._sleep(backoff_delay(attempt, base=0.2, cap=2.0))
+            pause = backoff_delay(attempt, base=0.2, cap=2.0)
+            if attempt + 1 < self._attempts and time.monotonic() + pause < ends:
+                self._sleep(pause)
         logger.warning("webhook gave up on {} for {!r}", event.kind.value, event.credential_id)
 
-    def _deliver(self, body: bytes, headers: dict[str, str]) -> bool:
+    def _deliver(self, body: bytes, headers: dict[str, str], seconds: float) -> bool:
+        deadline = Deadline(seconds)
         try:
-            with own_requests():
-                response = self._client.post(
-                    self.url, content=body, headers=headers, timeout=self._timeout
+            with own_requests(), deadline:
+                request = self._client.build_request(
+                    "POST",
+                    self.url,
+                    content=body,
+                    headers=headers,
+                    timeout=deadline.timeout(),
+                    extensions={"trace": deadline.trace},
                 )
+                response = self._client.send(request, stream=True)
+                response.close()  # the status is the answer; the body is not read
         except httpx.HTTPError as exc:
             logger.info("webhook delivery failed: {}", type(exc).__name__)
             return False

@@ -439,9 +439,10 @@ async def arequest_token(
     deadline = Deadline(timeout)
     try:
         with own_requests(), deadline:
+            options = _send_options(request, deadline) | {"extensions": {"trace": deadline.atrace}}
             async with (
                 asyncio.timeout(timeout),
-                client.stream("POST", request.url, **_send_options(request, deadline)) as response,
+                client.stream("POST", request.url, **options) as response,
             ):
                 body = _BodyBuffer(response, max_body)
                 async for chunk in response.aiter_bytes():

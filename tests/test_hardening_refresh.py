@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy import create_engine, text
 
 from credman import BearerToken, CredentialManager, State
 from credman.lifecycle import RefreshPolicy
-from credman.notify import CredentialEvent, EventKind
+from credman.notify import CredentialEvent, EventKind, WebhookNotifier
 from credman.tokenserver import TokenServer
 
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
@@ -115,3 +116,14 @@ def test_an_outage_sends_one_failure_then_summaries_expired_once_and_recovered(
     gaps = [b.at - a.at for a, b in itertools.pairwise(failures)]
     assert all(gap >= timedelta(minutes=15) for gap in gaps)
     assert ["recovered", "refreshed"] == sorted(kinds[-2:])
+
+
+def test_a_dripping_webhook_is_cut_off_at_its_deadline(server: TokenServer) -> None:
+    """A receiver that drips its answer costs one attempt's timeout, not its per-read time."""
+    server.drip_seconds = 0.2  # the whole answer would take about 10 s
+    server.mode = "drip"
+    notifier = WebhookNotifier(server.url, b"k", attempts=1, timeout=0.5, total=1.0)
+    event = CredentialEvent(kind=EventKind.EXPIRED, credential_id="x", state="EXPIRED", at=START)
+    started = time.monotonic()
+    notifier(event)
+    assert time.monotonic() - started < 5.0
