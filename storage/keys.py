@@ -10,10 +10,10 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from credman.storage.repository import CREDENTIALS
 
 __all__ = [
-    "highest_key_version",
     "count_below",
     "count_by_key_version",
     "count_with_key_version",
+    "highest_key_version",
     "lock_key_changes",
     "replace_wrapped_keys",
     "rewrap_candidates",
