@@ -19,6 +19,7 @@ from credman.errors import (
     NotFound,
     RefreshFailed,
     StorageError,
+    TooManyAttempts,
     Unauthenticated,
 )
 from credman.httpx_auth import AccessAuth
@@ -38,6 +39,7 @@ from credman.lifecycle import (
 from credman.manager import CredentialManager
 from credman.models import Access, CredentialInfo, Transition
 from credman.notify import CredentialEvent, EventKind, Hook, WebhookNotifier
+from credman.principals import PrincipalInfo
 from credman.probes import ProbeResult
 from credman.sweep import TickReport
 
@@ -74,6 +76,7 @@ __all__ = [
     "NotFound",
     "OAuth2",
     "Permission",
+    "PrincipalInfo",
     "Probe",
     "ProbeResult",
     "RefreshFailed",
@@ -86,6 +89,7 @@ __all__ = [
     "StorageError",
     "SystemClock",
     "TickReport",
+    "TooManyAttempts",
     "Transition",
     "Unauthenticated",
     "WebhookNotifier",

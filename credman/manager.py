@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
 from typing import Self, TypeVar, overload
 
 import httpx
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from credman._operation import Operations
 from credman.access import AccessPolicy, Grant
-from credman.audit import AuditEvent, AuditLog, AuditReport
+from credman.audit import AuditEvent, AuditLog, AuditReport, audit_context
 from credman.audit_trail import AuditTrail
 from credman.clock import Clock, as_clock
 from credman.config import Settings
@@ -40,6 +40,7 @@ from credman.keys import (
 from credman.lifecycle import Credential, Permission, RefreshPolicy, State
 from credman.models import Access, CredentialInfo, Transition
 from credman.notify import Hook, Notifier
+from credman.principals import PrincipalInfo, Principals
 from credman.probes import ProbeResult, Probes
 from credman.refresher import Refresher
 from credman.storage import make_engine, migrate
@@ -80,15 +81,15 @@ class CredentialManager:
         keyring = provider.load()  # no key, no start
         self.policy = refresh_policy or RefreshPolicy()
         self.clock = as_clock(clock)
-        self.database_url = make_url(settings.database_url).render_as_string(hide_password=True)
+        self._engine = make_engine(
+            settings.database_url, synchronous=synchronous, create=migrate_schema
+        )
+        self.database_url = self._engine.url.render_as_string(hide_password=True)
         self.egress = egress or EgressPolicy.from_env()
         self._http = http_client or httpx.Client(
             follow_redirects=False, transport=EgressTransport(self.egress)
         )
         self._owns_http = http_client is None
-        self._engine = make_engine(
-            settings.database_url, synchronous=synchronous, create=migrate_schema
-        )
         try:
             self._prepare_schema(migrate_schema)
         except BaseException:
@@ -106,6 +107,11 @@ class CredentialManager:
         self._sweep = Sweep(ops, self._refresher, self._probes, notifier)
         self._grants = Grants(ops)
         self._audit = AuditTrail(ops)
+        self._principals = Principals(
+            ops,
+            token_key=keyring.principal_token_key(),
+            record_key=keyring.principal_record_key(),
+        )
 
     @classmethod
     def from_env(
@@ -382,3 +388,50 @@ class CredentialManager:
             subject=subject,
             credential_id=credential_id,
         )
+
+    # -- principals (component identity) --------------------------------------------------
+
+    def add_principal(
+        self,
+        name: str,
+        *,
+        expires_in: timedelta | float | None = None,
+        description: str | None = None,
+        principal: str,
+    ) -> tuple[PrincipalInfo, str]:
+        """Create a principal (admin); its token is returned once and never stored."""
+        return self._principals.add(
+            name, expires_in=expires_in, description=description, principal=principal
+        )
+
+    def list_principals(self, *, principal: str) -> builtins.list[PrincipalInfo]:
+        """Every principal, by name (admin); tokens are never shown, only their public ids."""
+        return self._principals.list(principal=principal)
+
+    def rotate_principal(
+        self, name: str, *, principal: str, expires_in: timedelta | float | None = None
+    ) -> tuple[PrincipalInfo, str]:
+        """A new token for ``name`` (admin); the old token is refused from now on."""
+        return self._principals.rotate(name, expires_in=expires_in, principal=principal)
+
+    def revoke_principal(self, name: str, *, principal: str) -> PrincipalInfo:
+        """Refuse ``name``'s token from the next request on (admin)."""
+        return self._principals.revoke(name, principal=principal)
+
+    def authenticate(self, token: str | None, *, source: str) -> str:
+        """The principal holding ``token``; Unauthenticated (audited) or TooManyAttempts."""
+        return self._principals.authenticate(token, source=source)
+
+    def configure_auth_throttle(
+        self, *, max_failures: int, lockout: float, source_max_failures: int | None = None
+    ) -> None:
+        """Set how many failed authentications lock a token id (and a source) for how long."""
+        self._principals.configure(
+            max_failures=max_failures, lockout=lockout, source_max_failures=source_max_failures
+        )
+
+    def request_context(
+        self, *, request_id: str, peer: str | None = None
+    ) -> AbstractContextManager[None]:
+        """Every audit row written inside carries ``request_id`` and ``peer`` (for adapters)."""
+        return audit_context(request_id=request_id, peer=peer)

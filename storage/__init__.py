@@ -4,7 +4,7 @@ Nothing outside this package builds a query; services call these modules inside 
 transactions that :mod:`credman.storage.engine` opens.
 """
 
-from credman.storage import audit, engine, grants, keys, migrate, repository
+from credman.storage import audit, engine, grants, keys, migrate, principals, repository
 from credman.storage.engine import checkpoint, is_sqlite, make_engine, read, write
 from credman.storage.records import (
     AuditRecord,
@@ -12,6 +12,7 @@ from credman.storage.records import (
     DueCredential,
     GrantRecord,
     HistoryRecord,
+    PrincipalRecord,
 )
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "DueCredential",
     "GrantRecord",
     "HistoryRecord",
+    "PrincipalRecord",
     "audit",
     "checkpoint",
     "engine",
@@ -28,6 +30,7 @@ __all__ = [
     "keys",
     "make_engine",
     "migrate",
+    "principals",
     "read",
     "repository",
     "write",

@@ -22,6 +22,7 @@ from credman.cli import (
     diagram,
     grants,
     keys,
+    principals,
     serve,
     update,
 )
@@ -109,7 +110,19 @@ def _global(
         configure_logging(level="DEBUG", source=True)
 
 
-for _group in (database, add, update, credentials, grants, audit, keys, diagram, serve, demo):
+for _group in (
+    database,
+    add,
+    update,
+    credentials,
+    grants,
+    audit,
+    keys,
+    principals,
+    diagram,
+    serve,
+    demo,
+):
     _group.register(app)
 
 
