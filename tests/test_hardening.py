@@ -20,7 +20,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from conftest import oauth_credential
 
 from credman import AccessDenied, ApiKey, BasicAuth, CredentialManager, NotFound, OAuth2
 from credman.access import pattern_covers, pattern_warning
@@ -495,7 +494,10 @@ def test_probe_errors_do_not_tell_a_closed_port_from_an_open_one(
 
 
 def test_repeated_401s_do_not_refresh_again_and_again(
-    manager: CredentialManager, server: TokenServer, origins: tuple[Origin, Origin]
+    manager: CredentialManager,
+    server: TokenServer,
+    origins: tuple[Origin, Origin],
+    oauth_credential: Any,
 ) -> None:
     """Five requests answered 401 refresh the token once, not five times."""
     own, _ = origins

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import oauth_credential
 from sqlalchemy import create_engine, text
 
 from credman import BearerToken, CredentialManager, State
@@ -50,7 +49,7 @@ def test_a_malformed_row_is_skipped_and_reported_while_the_tick_goes_on(
 
 
 def test_a_dripping_token_endpoint_is_cut_off_at_the_deadline(
-    make_manager: Any, server: TokenServer
+    make_manager: Any, server: TokenServer, oauth_credential: Any
 ) -> None:
     """One byte every 0.2 s, each well inside the per-read timeout, still ends at the deadline:
     a recorded transient 'timeout', the credential still usable, well before the lease ends."""
@@ -69,7 +68,7 @@ def test_a_dripping_token_endpoint_is_cut_off_at_the_deadline(
 
 @pytest.mark.parametrize("mode", ["huge_access_token", "crlf_token_type"])
 def test_a_rejected_200_is_recorded_and_its_rotated_refresh_token_kept(
-    manager: CredentialManager, server: TokenServer, mode: str
+    manager: CredentialManager, server: TokenServer, mode: str, oauth_credential: Any
 ) -> None:
     """A 200 with a 20,000-character token or a CR/LF token_type is a recorded failure; the
     refresh token it rotated to is kept, so the next refresh works instead of a replay."""
@@ -91,7 +90,7 @@ def test_a_rejected_200_is_recorded_and_its_rotated_refresh_token_kept(
 
 
 def test_an_outage_sends_one_failure_then_summaries_expired_once_and_recovered(
-    make_manager: Any, server: TokenServer
+    make_manager: Any, server: TokenServer, oauth_credential: Any
 ) -> None:
     """Provider down for an hour: refresh_failed once, a summary at most every 15 minutes,
     expired when the token runs out, recovered at the end; refreshed only on request."""
