@@ -79,7 +79,7 @@ class Operations:
             with transaction(self.engine) as connection:
                 yield connection
         except CredentialError as exc:
-            self._record_refusal(action, principal, credential_id, exc)
+            self.record_refusal(action, principal, credential_id, exc)
             raise
         except SQLAlchemyError as exc:
             waited = time.monotonic() - started
@@ -87,7 +87,7 @@ class Operations:
             logger.error("{}", message)
             raise StorageError(message, credential_id=credential_id) from None
 
-    def _record_refusal(
+    def record_refusal(
         self, action: str, principal: Actor, credential_id: str | None, exc: CredentialError
     ) -> None:
         denied = isinstance(exc, AccessDenied)

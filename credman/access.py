@@ -7,6 +7,14 @@ as the reserved ``system:scheduler`` principal, which may only do what the lifec
 on its own (refresh, expire, recover leases); it is a value (:data:`SYSTEM`) that the
 sweep passes, not a name, so user principals cannot take it.
 
+Patterns are segment-aware: ``/`` separates segments, ``*``, ``?`` and ``[...]`` never match
+a ``/``, and ``**`` matches across segments (``team-a/*`` covers ``team-a/db`` but not
+``team-a/x/db``; ``team-a/**`` covers both). The bare pattern ``*`` is the one exception: it
+covers every credential. A wildcard straight after a letter or digit (``team-a*``) matches
+every id with that prefix (``team-admin-root`` too): :func:`pattern_warning` says so, and
+``grant()`` logs it. Checking access reads only the exact grant on the id and the principal's
+glob grants (not every grant it holds), and each glob is compiled once.
+
 Rights over every credential at once (the audit trail, the list of grants) are asked for
 with the pseudo-id ``*`` (not a valid credential id). Only a grant on the pattern ``*``
 itself covers it: a pattern that merely matches the text ``*`` (``?``, ``[*]``, ``[!a]``)
@@ -15,11 +23,11 @@ was meant for some credentials, not for all of them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from fnmatch import fnmatchcase
 
 from sqlalchemy import Connection
 
@@ -38,6 +46,8 @@ __all__ = [
     "check_pattern",
     "check_principal",
     "parse_permissions",
+    "pattern_covers",
+    "pattern_warning",
 ]
 
 
@@ -58,6 +68,7 @@ Actor = str | SystemPrincipal
 """Who performs an operation: a checked principal name, or the system principal."""
 EVERY_CREDENTIAL = "*"
 _SYSTEM_MAY = frozenset({Permission.USE})
+_LOOSE_WILDCARD = re.compile(r"[A-Za-z0-9][*?\[]")
 # "operator:<os user>" is how the command line records its local operator
 _PRINCIPAL = re.compile(r"(?:operator:)?[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
 _PATTERN = re.compile(r"[A-Za-z0-9*?\[\]][A-Za-z0-9._:@/*?\[\]!-]{0,127}")
@@ -130,8 +141,9 @@ class AccessPolicy:
         if principal in self.admins:
             return frozenset(Permission)
         held: set[Permission] = set()
-        for grant in self._rows(connection, principal):
-            if _covers(grant.pattern, credential_id):
+        for row in grant_rows.covering_candidates(connection, principal, credential_id):
+            grant = _grant(row)
+            if pattern_covers(grant.pattern, credential_id):
                 held |= _expand(grant.permissions)
         return frozenset(held)
 
@@ -184,10 +196,52 @@ class AccessPolicy:
         return [_grant(row) for row in grant_rows.grants_of(connection, principal)]
 
 
-def _covers(pattern: str, credential_id: str) -> bool:
-    if credential_id == EVERY_CREDENTIAL:
+def pattern_covers(pattern: str, credential_id: str) -> bool:
+    """Whether a grant on ``pattern`` covers ``credential_id`` (segment-aware, see above)."""
+    if pattern == EVERY_CREDENTIAL or credential_id == EVERY_CREDENTIAL:
         return pattern == EVERY_CREDENTIAL
-    return fnmatchcase(credential_id, pattern)
+    return _compiled(pattern).fullmatch(credential_id) is not None
+
+
+def pattern_warning(pattern: str) -> str | None:
+    """A warning when ``pattern`` covers more than it seems to (``team-a*``), else None."""
+    loose = _LOOSE_WILDCARD.search(pattern)
+    if loose is None:
+        return None
+    prefix = pattern[: loose.start() + 1]
+    return (
+        f"pattern {pattern!r} covers every id that starts with {prefix!r} "
+        f"(e.g. {prefix + 'dmin-root'!r}); to cover one folder, grant {prefix + '/*'!r}"
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as a regular expression whose wildcards stop at ``/`` (``**`` does not)."""
+    parts: list[str] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if pattern.startswith("**", index):
+            parts.append(".*")
+            index += 2
+            continue
+        if char == "[":
+            end = pattern.find("]", index + (3 if pattern.startswith("[!", index) else 2))
+            if end != -1:
+                parts.append(_char_class(pattern[index + 1 : end]))
+                index = end + 1
+                continue
+        parts.append({"*": "[^/]*", "?": "[^/]"}.get(char) or re.escape(char))
+        index += 1
+    return re.compile("".join(parts))
+
+
+def _char_class(body: str) -> str:
+    negate = body.startswith("!")
+    members = (body[1:] if negate else body).replace("\\", "\\\\").replace("[", "\\[")
+    members = "\\" + members if members.startswith("^") else members
+    return f"(?!/)[{'^' if negate else ''}{members}]"
 
 
 def _expand(permissions: frozenset[Permission]) -> frozenset[Permission]:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from credman.crypto import KeyFileProvider
 from credman.diagrams import write_credential_path, write_lifecycle_diagrams
+from credman.egress import EgressPolicy
 from credman.errors import AccessDenied, CredentialUnusable
 from credman.lifecycle import ApiKey, BasicAuth, BearerToken, JWTBearer, OAuth2, Permission
 from credman.manager import CredentialManager
@@ -124,7 +125,8 @@ def run_demo(
     ) as server:
         story.step("Set up: a key file (0600) and a SQLite database")
         KeyFileProvider(key_file).create()
-        with CredentialManager(f"sqlite:///{database}", str(key_file)) as manager:
+        loopback = EgressPolicy(allow_loopback=True)  # the demo's provider is on loopback
+        with CredentialManager(f"sqlite:///{database}", str(key_file), egress=loopback) as manager:
             story.say(f"key file {key_file} (mode 0600), database {database}")
             story.say(f"embedded OAuth2 provider at {server.url} (tokens live {lifetime:g} s)")
             _walk(story, manager, server, private_pem, lifetime, watch, directory)

@@ -185,8 +185,11 @@ class RefreshFailed(CredentialError):
         credential_id: str | None = None,
         error_code: str | None = None,
         retry_after: float | None = None,
+        rotated_refresh_token: object | None = None,
     ) -> None:
         super().__init__(message, credential_id=credential_id)
         self.permanent = permanent
         self.error_code = error_code
         self.retry_after = retry_after
+        self.rotated_refresh_token = rotated_refresh_token
+        """A ``Secret``: the refresh token a refused 200 rotated to (the old one is spent)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from loguru import logger
+
 from credman._operation import Operations
 from credman.access import (
     EVERY_CREDENTIAL,
@@ -12,6 +14,7 @@ from credman.access import (
     check_pattern,
     check_principal,
     parse_permissions,
+    pattern_warning,
 )
 from credman.lifecycle import Permission
 
@@ -47,6 +50,9 @@ class Grants:
             grant = ops.policy.add(connection, grantee, pattern, wanted, by=act.name, at=act.now)
             names = ",".join(sorted(wanted))
             ops.audit(act, "grant", None, grantee=grantee, pattern=pattern, permissions=names)
+        warning = pattern_warning(pattern)
+        if warning is not None:  # after the commit: no I/O while a transaction is open
+            logger.warning("grant to {!r}: {}", grantee, warning)
         return grant
 
     def revoke(self, grantee: str, pattern: str, *, principal: Actor) -> bool:

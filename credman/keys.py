@@ -33,7 +33,7 @@ from sqlalchemy import Connection
 from credman import _sealing
 from credman._operation import Act, Operations
 from credman.access import Actor
-from credman.crypto import KeyProvider, Keyring, WrappedKey, envelope
+from credman.crypto import KeyFileProvider, KeyProvider, Keyring, WrappedKey, envelope
 from credman.errors import CredentialValidationError, DecryptionError, KeyringError
 from credman.lifecycle import Credential
 from credman.storage import CredentialRecord
@@ -156,10 +156,19 @@ class KeyManager:
 
         Holds the key-change lock shared until the transaction ends and reloads the ring, so
         a row is never sealed under a version that a concurrent retire is removing, and a
-        process whose ring is stale writes under the primary another process rotated to.
+        process whose ring is stale writes under the primary another process rotated to. A
+        ring that cannot be reloaded to it (``CREDMAN_KEY`` from before a rotation) is refused
+        when rows already use a higher version than its primary.
         """
         key_rows.lock_key_changes(connection, exclusive=False)
-        return self.reload()
+        ring = self.reload()
+        highest = key_rows.highest_key_version(connection)
+        if highest is not None and ring.primary < highest:
+            raise KeyringError(
+                f"this process's keyring (primary version {ring.primary}) is older than the "
+                f"database's (version {highest} in use): load the current key file or CREDMAN_KEY"
+            )
+        return ring
 
     def seal(
         self, connection: Connection, credential_id: str, credential: Credential
@@ -178,7 +187,7 @@ class KeyManager:
         with self._operations.run("key_rotate", principal, None) as connection:
             act = self._operations.act_as_admin(connection, principal)
             key_rows.lock_key_changes(connection, exclusive=True)
-            ring = self.provider.update(lambda current: current.with_new_version())
+            ring = self._update(lambda current: current.with_new_version(), keep_previous=True)
             self._operations.audit(act, "key_rotate", None, primary=ring.primary)
         self.reload()
         logger.info("added key version {} (now primary)", ring.primary)
@@ -267,6 +276,12 @@ class KeyManager:
             detail = {"primary": ring.primary, "rewrapped": moved, "unreadable": len(unreadable)}
             self._audit(act, "key_rewrap", **detail)
         return _Batch(rows[-1].id, moved, unreadable)
+
+    def _update(self, change: Callable[[Keyring], Keyring], *, keep_previous: bool) -> Keyring:
+        """Apply ``change`` to the ring; a key file keeps its previous contents when asked."""
+        if isinstance(self.provider, KeyFileProvider):
+            return self.provider.update(change, keep_previous=keep_previous)
+        return self.provider.update(change)
 
     def _audit(self, act: Act, action: str, **detail: Any) -> None:
         self._operations.audit(act, action, None, **detail)

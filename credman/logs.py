@@ -12,19 +12,30 @@ capture, for one) must keep seeing what credman actually emitted.
 :func:`redact` masks, in this order: PEM private key blocks, JWTs, the password in a URL's
 ``user:password@``, the credentials of an ``Authorization`` header (keeping its scheme),
 the value of a field whose name ends in a secret word (``password``, ``client_secret``,
-``access_token``, ``private_key``, ``apiKey``, ... in ``name=value``, ``name: value``,
+``access_token``, ``private_key``, ``apiKey``, ``hapikey``, ``apiToken``, ``signature``,
+and the whole names ``code``, ``sig``, ``auth``, ``appid``, ... in ``name=value``, ``name: value``,
 ``"name": "value"`` and ``'name': 'value'`` shapes) and whatever follows ``Bearer`` or
 ``Basic``. It is idempotent: the mask itself is left alone.
+
+httpx logs every request's full URL through the standard-library logger ``httpx`` at INFO,
+so an API key placed in the query would be written by any handler that shows INFO.
+:func:`own_requests` marks the requests credman sends itself (token requests, probes,
+webhooks, and requests that ``mgr.auth()`` authenticates): a filter on that logger masks the
+query string and redacts the rest of those records. :func:`mask_httpx_queries` extends the
+masking to every httpx record in the process, for consumers who log httpx at INFO.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
+import threading
 import traceback
-from collections.abc import Callable, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
@@ -32,7 +43,16 @@ from loguru import logger
 if TYPE_CHECKING:
     from loguru import Message, Record
 
-__all__ = ["MASK", "configure_logging", "is_secret_name", "redact", "redact_value"]
+__all__ = [
+    "MASK",
+    "configure_logging",
+    "is_secret_name",
+    "mask_httpx_queries",
+    "own_requests",
+    "redact",
+    "redact_url_queries",
+    "redact_value",
+]
 
 MASK = "***"
 
@@ -41,10 +61,12 @@ _BARE = rf"[^{_VALUE_END}]+"  # an unquoted value runs to whitespace, a quote or
 _QUOTED = r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
 _SECRET_WORDS = (
     "password|passwd|passphrase|secret|token|key|apikey|assertion|"
-    "accesstoken|refreshtoken|idtoken|clientsecret|privatekey"  # the camelCase spellings
+    "accesstoken|refreshtoken|idtoken|clientsecret|privatekey|"  # the camelCase spellings
+    "apitoken|hapikey|signature"
 )
+_BARE_WORDS = "code|sig|auth|appid"  # secret only as a whole name: error_code, client_auth are not
 _PREFIX = r"(?<![\w-])(?:[\w-]*[_-])?"  # "client_", "x-api-", ...: a word ending in _ or -
-_FIELD_NAME = rf"{_PREFIX}(?:{_SECRET_WORDS})(?![\w-])"
+_FIELD_NAME = rf"(?:{_PREFIX}(?:{_SECRET_WORDS})|(?<![\w-])(?:{_BARE_WORDS}))(?![\w-])"
 _AUTH_NAME = rf"{_PREFIX}authorization(?![\w-])"
 _SCHEMES = "bearer|basic|digest|negotiate|token|dpop"
 
@@ -61,7 +83,9 @@ _AUTHORIZATION = re.compile(
 )
 _FIELD = re.compile(rf"({_FIELD_NAME}[\"']?\s*[:=]\s*)({_QUOTED}|[\"']?{_BARE})", re.IGNORECASE)
 _SCHEME = re.compile(rf"\b(Bearer|Basic)(\s+){_BARE}")
-_SECRET_NAME = re.compile(rf"(?:[\w-]*[_-])?(?:{_SECRET_WORDS}|authorization)", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    rf"(?:[\w-]*[_-])?(?:{_SECRET_WORDS}|authorization)|{_BARE_WORDS}", re.IGNORECASE
+)
 
 
 def _mask_field(match: re.Match[str]) -> str:
@@ -85,6 +109,59 @@ def redact(text: str) -> str:
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
     return text
+
+
+_URL_QUERY = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s?#\"'<>]*\?)[^\s#\"'<>]+")
+
+
+def redact_url_queries(text: str) -> str:
+    """``text`` redacted, with the whole query string of every URL in it masked."""
+    return _URL_QUERY.sub(rf"\g<1>{MASK}", redact(text))
+
+
+_OWN_REQUEST: ContextVar[bool] = ContextVar("credman_own_request", default=False)
+_HTTPX_LOGGERS = ("httpx",)  # httpcore logs no URL, only hosts and ports
+
+
+class _HttpxQueryFilter(logging.Filter):
+    """Masks URL queries in httpx records: credman's own, or (``everywhere``) all of them."""
+
+    everywhere = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.everywhere or _OWN_REQUEST.get():
+            record.msg, record.args = redact_url_queries(record.getMessage()), None
+        return True
+
+
+_FILTER = _HttpxQueryFilter()
+_FILTER_LOCK = threading.Lock()
+
+
+def _install_filter() -> None:
+    with _FILTER_LOCK:
+        for name in _HTTPX_LOGGERS:
+            target = logging.getLogger(name)
+            if _FILTER not in target.filters:
+                target.addFilter(_FILTER)
+
+
+@contextmanager
+def own_requests() -> Iterator[None]:
+    """httpx records logged in this block (this thread or task) have their URL queries masked."""
+    _install_filter()
+    previous = _OWN_REQUEST.get()
+    _OWN_REQUEST.set(True)
+    try:
+        yield
+    finally:
+        _OWN_REQUEST.set(previous)
+
+
+def mask_httpx_queries() -> None:
+    """Mask the URL query of every record httpx logs in this process (for consumers)."""
+    _install_filter()
+    _FILTER.everywhere = True
 
 
 def is_secret_name(name: str) -> bool:

@@ -26,6 +26,7 @@ from credman.clock import Clock, as_clock
 from credman.config import Settings
 from credman.credentials import Credentials
 from credman.crypto import EnvKeyProvider, KeyFileProvider, KeyProvider, Keyring
+from credman.egress import EgressPolicy, EgressTransport
 from credman.errors import CredentialError, CredentialValidationError, StorageError
 from credman.grants import Grants
 from credman.httpx_auth import AccessAuth
@@ -69,6 +70,8 @@ class CredentialManager:
         migrate_schema: bool = True,
         hooks: Iterable[Hook] = (),
         http_client: httpx.Client | None = None,
+        egress: EgressPolicy | None = None,
+        notify_refreshed: bool = False,
     ) -> None:
         settings = Settings.from_env(database_url=database_url, key_file=key_file)
         provider = key_provider or (
@@ -83,7 +86,10 @@ class CredentialManager:
             settings.database_url, synchronous=synchronous, create=migrate_schema
         )
         self.database_url = self._engine.url.render_as_string(hide_password=True)
-        self._http = http_client or httpx.Client(follow_redirects=False)
+        self.egress = egress or EgressPolicy.from_env()
+        self._http = http_client or httpx.Client(
+            follow_redirects=False, transport=EgressTransport(self.egress)
+        )
         self._owns_http = http_client is None
         try:
             self._prepare_schema(migrate_schema)
@@ -92,7 +98,7 @@ class CredentialManager:
             raise
         access = AccessPolicy(settings.admins if admins is None else admins)
         ops = Operations(self._engine, AuditLog(keyring.audit_key()), access, self.clock)
-        notifier = Notifier(hooks)
+        notifier = Notifier(hooks, refreshed_events=notify_refreshed)
         self.keys = KeyManager(provider, keyring, ops)
         self._refresher = Refresher(ops, self.keys, notifier, self.policy, self._http)
         self._credentials = Credentials(ops, self.keys, self._refresher, notifier, self.policy)
@@ -220,13 +226,26 @@ class CredentialManager:
         """Request material (needs ``use``), valid for at least ``min_ttl`` seconds; audited."""
         return self._credentials.access(credential_id, principal=principal, min_ttl=min_ttl)
 
-    def auth(self, credential_id: str, *, principal: str, min_ttl: float = 0) -> AccessAuth:
-        """An ``httpx.Auth`` (sync and async) over :meth:`access`; on a 401 renews once."""
+    def auth(
+        self,
+        credential_id: str,
+        *,
+        principal: str,
+        min_ttl: float = 0,
+        origins: Iterable[str] | None = None,
+    ) -> AccessAuth:
+        """An ``httpx.Auth`` (sync and async) over :meth:`access`; on a 401 renews once.
+
+        The material goes only to ``origins`` (e.g. ``["https://api.example"]``), or when
+        none are given to the origin of the first request, never across a redirect to
+        another origin.
+        """
         credential_id = check_credential_id(credential_id)
         return AccessAuth(
             credential_id,
             lambda: self.access(credential_id, principal=principal, min_ttl=min_ttl),
             lambda version: self._refresher.renew(credential_id, principal, version),
+            origins=origins,
         )
 
     def info(self, credential_id: str, *, principal: str) -> CredentialInfo:

@@ -2,8 +2,13 @@
 
 A hook is any callable taking a :class:`CredentialEvent`. Hooks run after the commit,
 outside any transaction; an exception in a hook is logged and never undoes or fails the
-operation. :class:`WebhookNotifier` is the built-in hook: it POSTs the event as JSON with an
-HMAC-SHA256 signature header and retries a bounded number of times.
+operation. ``refreshed`` events are sent only when asked for (``refreshed_events``).
+Repeated ``refresh_failed`` events of one credential are de-duplicated: the first is sent,
+then at most one summary (its ``attempts`` says how many so far) every
+``failure_summary_every``, until ``recovered``, ``reauthorization_required`` or ``revoked``
+ends the streak. De-duplication is per process. :class:`WebhookNotifier` is the built-in
+hook: it POSTs the event as JSON with an HMAC-SHA256 signature header and retries a bounded
+number of times.
 """
 
 from __future__ import annotations
@@ -11,16 +16,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 import httpx
 from loguru import logger
 
+from credman.deadline import Deadline
+from credman.logs import own_requests
 from credman.oauth import backoff_delay
 
 __all__ = ["CredentialEvent", "EventKind", "Hook", "Notifier", "WebhookNotifier"]
@@ -32,6 +40,7 @@ class EventKind(StrEnum):
     REFRESH_FAILED = "refresh_failed"  # a transient failure; retried with backoff
     REAUTHORIZATION_REQUIRED = "reauthorization_required"  # the provider refused the grant
     RECOVERED = "recovered"  # a refresh succeeded after failures
+    REFRESHED = "refreshed"  # a refresh succeeded (sent only to notifiers that ask for it)
     EXPIRED = "expired"
     REVOKED = "revoked"
     PROBE_FAILED = "probe_failed"  # the credential no longer works against its probe
@@ -69,8 +78,18 @@ class Hook(Protocol):
 class Notifier:
     """Passes committed events to every hook; a failing hook is logged and skipped."""
 
-    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+    def __init__(
+        self,
+        hooks: Iterable[Hook] = (),
+        *,
+        refreshed_events: bool = False,
+        failure_summary_every: timedelta = timedelta(minutes=15),
+    ) -> None:
         self.hooks = tuple(hooks)
+        self.refreshed_events = refreshed_events
+        self.failure_summary_every = failure_summary_every
+        self._last_failure_sent: dict[str, datetime] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Notifier({len(self.hooks)} hooks)"
@@ -78,11 +97,34 @@ class Notifier:
     def emit(self, *events: CredentialEvent) -> None:
         """Deliver ``events`` to each hook in turn (call only after the change committed)."""
         for event in events:
+            if not self._wanted(event):
+                continue
             for hook in self.hooks:
                 try:
                     hook(event)
                 except Exception as exc:  # a hook never undoes or fails a committed change
                     logger.error("notification hook failed: {}", type(exc).__name__)
+
+    def _wanted(self, event: CredentialEvent) -> bool:
+        """Whether ``event`` goes out: opt-in kinds and the failure de-duplication."""
+        if event.kind is EventKind.REFRESHED:
+            return self.refreshed_events
+        with self._lock:
+            if event.kind in _ENDS_STREAK:
+                self._last_failure_sent.pop(event.credential_id, None)
+                return True
+            if event.kind is not EventKind.REFRESH_FAILED:
+                return True
+            last = self._last_failure_sent.get(event.credential_id)
+            if last is not None and event.at - last < self.failure_summary_every:
+                return False
+            self._last_failure_sent[event.credential_id] = event.at
+            return True
+
+
+_ENDS_STREAK = frozenset(
+    {EventKind.RECOVERED, EventKind.REAUTHORIZATION_REQUIRED, EventKind.REVOKED}
+)
 
 
 class WebhookNotifier:
@@ -95,6 +137,7 @@ class WebhookNotifier:
         *,
         attempts: int = 3,
         timeout: float = 5.0,
+        total: float = 15.0,
         client: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -102,6 +145,7 @@ class WebhookNotifier:
         self._secret = secret
         self._attempts = attempts
         self._timeout = timeout
+        self._total = total
         self._client = client or httpx.Client()
         self._sleep = sleep
 
@@ -113,25 +157,43 @@ class WebhookNotifier:
         return "sha256=" + hmac.new(self._secret, body, hashlib.sha256).hexdigest()
 
     def __call__(self, event: CredentialEvent) -> None:
-        """Deliver ``event``; retry 5xx and transport errors up to ``attempts`` times."""
+        """Deliver ``event``; retry 5xx and transport errors up to ``attempts`` times.
+
+        ``timeout`` bounds each attempt as a whole (connect to last byte, not per read) and
+        ``total`` all attempts and pauses together, so a slow receiver costs at most that.
+        """
         body = event.to_json()
         headers = {
             "Content-Type": "application/json",
             "X-Credman-Event": event.kind.value,
             "X-Credman-Signature": self.signature(body),
         }
+        ends = time.monotonic() + self._total
         for attempt in range(self._attempts):
-            if self._deliver(body, headers):
+            left = ends - time.monotonic()
+            if left <= 0:
+                break
+            if self._deliver(body, headers, min(self._timeout, left)):
                 return
-            if attempt + 1 < self._attempts:
-                self._sleep(backoff_delay(attempt, base=0.2, cap=2.0))
+            pause = backoff_delay(attempt, base=0.2, cap=2.0)
+            if attempt + 1 < self._attempts and time.monotonic() + pause < ends:
+                self._sleep(pause)
         logger.warning("webhook gave up on {} for {!r}", event.kind.value, event.credential_id)
 
-    def _deliver(self, body: bytes, headers: dict[str, str]) -> bool:
+    def _deliver(self, body: bytes, headers: dict[str, str], seconds: float) -> bool:
+        deadline = Deadline(seconds)
         try:
-            response = self._client.post(
-                self.url, content=body, headers=headers, timeout=self._timeout
-            )
+            with own_requests(), deadline:
+                request = self._client.build_request(
+                    "POST",
+                    self.url,
+                    content=body,
+                    headers=headers,
+                    timeout=deadline.timeout(),
+                    extensions={"trace": deadline.trace},
+                )
+                response = self._client.send(request, stream=True)
+                response.close()  # the status is the answer; the body is not read
         except httpx.HTTPError as exc:
             logger.info("webhook delivery failed: {}", type(exc).__name__)
             return False

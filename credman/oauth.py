@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -19,11 +20,14 @@ import httpx
 import jwt
 
 from credman.crypto.secret import Secret
+from credman.deadline import Deadline
 from credman.errors import RefreshFailed
-from credman.lifecycle.types import JWTBearer, OAuth2
+from credman.lifecycle.types import MAX_SECRET_LENGTH, JWTBearer, OAuth2
+from credman.logs import own_requests
 
 __all__ = [
     "JWT_BEARER_GRANT",
+    "KNOWN_ERRORS",
     "MAX_BODY",
     "MAX_EXPIRES_IN",
     "MAX_RETRY_AFTER",
@@ -47,9 +51,54 @@ PERMANENT_ERRORS: Final = frozenset({"invalid_grant", "invalid_client", "unautho
 """The provider refused the grant itself: only an operator can fix it."""
 RETRYABLE_ERRORS: Final = frozenset({"server_error", "temporarily_unavailable"})
 """Error codes that say the provider failed, whatever 4xx status carries them."""
+KNOWN_ERRORS: Final = frozenset(
+    {
+        # RFC 6749 §4.1.2.1 and §5.2 (the IANA "OAuth Extensions Error" registry's core)
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+        "unsupported_response_type",
+        "server_error",
+        "temporarily_unavailable",
+        # RFC 6750, RFC 8628, RFC 8693, RFC 8707, RFC 9449, RFC 7591
+        "invalid_token",
+        "insufficient_scope",
+        "authorization_pending",
+        "slow_down",
+        "expired_token",
+        "invalid_target",
+        "invalid_dpop_proof",
+        "use_dpop_nonce",
+        "invalid_client_metadata",
+        "invalid_redirect_uri",
+        # OpenID Connect Core §3.1.2.6
+        "interaction_required",
+        "login_required",
+        "consent_required",
+        "account_selection_required",
+        # providers' own, seen in the wild
+        "bad_refresh_token",  # GitHub
+        "bad_verification_code",  # GitHub
+        "incorrect_client_credentials",  # GitHub
+        "redirect_uri_mismatch",  # GitHub, Google
+        "invalid_resource",  # Microsoft Entra
+        "admin_policy_enforced",  # Google
+        "deleted_client",  # Google
+        "disabled_client",  # Google
+        "org_internal",  # Google
+        "inactive_user",  # Salesforce
+        "inactive_org",  # Salesforce
+        "rate_limit_exceeded",  # Salesforce
+    }
+)
+"""The ``error`` values kept as they are; any other value becomes ``invalid_response``, so an
+echoed token in that member never reaches an exception, ``last_error``, audit or a log."""
 
 _MASK: Final = "**********"
-_ERROR_CODE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DELTA_SECONDS: Final = re.compile(r"[0-9]{1,16}")
 _DECIMAL: Final = re.compile(r"[0-9]{1,20}(?:\.[0-9]{0,20})?")
 _JITTER: Final = random.SystemRandom()
@@ -192,20 +241,59 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 
 def _grant_from(payload: dict[str, Any] | None) -> TokenGrant:
+    """The whole 200 checked before anything is used: a token, a refresh token and a scope
+    credman can store and send (length, no control characters), and a known ``token_type``.
+
+    A refused answer is a transient ``invalid_response`` that still carries a valid rotated
+    refresh token, since the provider has spent the old one.
+    """
     if payload is None or payload.get("error") is not None:
         raise _failure(200, _error_code(payload, "invalid_response"), permanent=False)
-    access_token = _text(payload.get("access_token"))
-    if access_token is None:
-        raise _failure(200, "invalid_response", permanent=False)
-    refresh_token = _text(payload.get("refresh_token"))
-    token_type = _text(payload.get("token_type"))
+    refresh_token = _token(payload.get("refresh_token"))
+    rotated = None if refresh_token is None else Secret(refresh_token)
+    access_token = _token(payload.get("access_token"))
+    token_type = _token_type(payload.get("token_type"))
+    scope = payload.get("scope")
+    valid_scope = scope is None or (_text(scope) is not None and _header_safe(scope, 2048))
+    if access_token is None or token_type is None or not valid_scope:
+        failure = _failure(200, "invalid_response", permanent=False)
+        failure.rotated_refresh_token = rotated
+        raise failure
     return TokenGrant(
         access_token=Secret(access_token),
-        refresh_token=None if refresh_token is None else Secret(refresh_token),
+        refresh_token=rotated,
         expires_in=_expires_in(payload.get("expires_in")),
-        token_type=token_type if token_type is not None and len(token_type) <= 64 else "Bearer",
-        scope=_text(payload.get("scope")),
+        token_type=token_type,
+        scope=None if scope is None else str(scope),
     )
+
+
+_TOKEN_TYPES: Final = {"bearer": "Bearer", "dpop": "DPoP"}
+"""The token types credman knows how to send, by their case-insensitive name (RFC 6749 §7.1)."""
+_UNSAFE_TEXT: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _token(value: object) -> str | None:
+    """A token credman can store and put in a header, else None."""
+    text = _text(value)
+    return text if text is not None and _header_safe(text, MAX_SECRET_LENGTH) else None
+
+
+def _header_safe(value: object, limit: int) -> bool:
+    if not isinstance(value, str) or len(value) > limit or _UNSAFE_TEXT.search(value):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+        return False
+    return True
+
+
+def _token_type(value: object) -> str | None:
+    """The canonical spelling of an allowed ``token_type`` (missing means Bearer), else None."""
+    if value is None:
+        return "Bearer"
+    return _TOKEN_TYPES.get(value.strip().lower()) if isinstance(value, str) else None
 
 
 def _text(value: object) -> str | None:
@@ -246,13 +334,12 @@ def _error_response(
 
 
 def _error_code(payload: dict[str, Any] | None, fallback: str) -> str:
-    """The provider's ``error`` when it is a short plain token, so it is safe to log."""
+    """The provider's ``error`` when it is a known code (:data:`KNOWN_ERRORS`), so it is safe
+    to store and log; anything else is ``invalid_response``."""
     error = None if payload is None else payload.get("error")
     if error is None:
         return fallback
-    if isinstance(error, str) and _ERROR_CODE.fullmatch(error):
-        return error
-    return "invalid_response"
+    return error if isinstance(error, str) and error in KNOWN_ERRORS else "invalid_response"
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -315,17 +402,25 @@ def request_token(
     """Build, send and parse one token request; every failure is a ``RefreshFailed``.
 
     The client's own auth and redirects are not used for this request, and at most
-    ``max_body`` bytes (plus one, to notice more) of the response are read.
+    ``max_body`` bytes (plus one, to notice more) of the response are read. ``timeout``
+    bounds the whole exchange, connect to last byte (:class:`credman.deadline.Deadline`),
+    not each read.
     """
     request = build_token_request(credential, now=now)
+    deadline = Deadline(timeout)
     try:
-        with client.stream("POST", request.url, **_send_options(request, timeout)) as response:
+        with (
+            own_requests(),
+            deadline,
+            client.stream("POST", request.url, **_send_options(request, deadline)) as response,
+        ):
             body = _BodyBuffer(response, max_body)
             for chunk in response.iter_bytes():
+                deadline.check()
                 if body.add(chunk):
                     break
     except httpx.RequestError as exc:
-        failure = _transport_failure(exc)
+        failure = _transport_failure(exc, deadline)
     else:
         return body.parse(now)
     raise failure  # outside the except block: the httpx error (URL, request) is not chained
@@ -341,26 +436,34 @@ async def arequest_token(
 ) -> TokenGrant:
     """The async twin of :func:`request_token`."""
     request = build_token_request(credential, now=now)
+    deadline = Deadline(timeout)
     try:
-        async with client.stream(
-            "POST", request.url, **_send_options(request, timeout)
-        ) as response:
-            body = _BodyBuffer(response, max_body)
-            async for chunk in response.aiter_bytes():
-                if body.add(chunk):
-                    break
+        with own_requests(), deadline:
+            options = _send_options(request, deadline) | {"extensions": {"trace": deadline.atrace}}
+            async with (
+                asyncio.timeout(timeout),
+                client.stream("POST", request.url, **options) as response,
+            ):
+                body = _BodyBuffer(response, max_body)
+                async for chunk in response.aiter_bytes():
+                    deadline.check()
+                    if body.add(chunk):
+                        break
+    except TimeoutError:
+        failure = _transport_failure(httpx.ReadTimeout("deadline"), deadline)
     except httpx.RequestError as exc:
-        failure = _transport_failure(exc)
+        failure = _transport_failure(exc, deadline)
     else:
         return body.parse(now)
     raise failure  # outside the except block: the httpx error (URL, request) is not chained
 
 
-def _send_options(request: TokenRequest, timeout: float) -> dict[str, Any]:
+def _send_options(request: TokenRequest, deadline: Deadline) -> dict[str, Any]:
     return {
         "data": request.form,
         "headers": request.headers,
-        "timeout": httpx.Timeout(timeout),
+        "timeout": deadline.timeout(),
+        "extensions": {"trace": deadline.trace},
         "auth": None,  # a client-wide auth (even credman's own) must not touch token requests
         "follow_redirects": False,  # a redirect must not carry the secrets elsewhere
     }
@@ -397,8 +500,8 @@ def _declared_length(headers: httpx.Headers) -> int:
         return 0
 
 
-def _transport_failure(exc: httpx.RequestError) -> RefreshFailed:
-    if isinstance(exc, httpx.TimeoutException):
+def _transport_failure(exc: httpx.RequestError, deadline: Deadline) -> RefreshFailed:
+    if isinstance(exc, httpx.TimeoutException) or deadline.expired:
         code, what = "timeout", "timed out"
     elif isinstance(exc, httpx.TransportError):
         code, what = "connection_error", "lost its connection"

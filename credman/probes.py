@@ -17,9 +17,11 @@ from loguru import logger
 from credman._operation import Operations
 from credman.access import SYSTEM, Actor
 from credman.credentials import Credentials, access_of
+from credman.egress import EgressDenied
 from credman.errors import CredentialError, CredentialValidationError
 from credman.httpx_auth import apply_access
 from credman.lifecycle import Credential, Permission, RefreshPolicy
+from credman.logs import own_requests
 from credman.notify import CredentialEvent, EventKind, Notifier
 from credman.refresher import Refresher
 from credman.storage import repository
@@ -92,11 +94,15 @@ class Probes:
         request = apply_access(self._http.build_request(probe.method, probe.url), material)
         started, at = time.perf_counter(), self._operations.now()
         try:
-            response = self._http.send(request, auth=None, follow_redirects=False)
-            response.close()
+            with own_requests():  # httpx's INFO line would carry a key placed in the query
+                # streamed and closed unread: only the status matters, the body could be huge
+                response = self._http.send(request, auth=None, follow_redirects=False, stream=True)
+                response.close()
         except httpx.HTTPError as exc:
             elapsed = (time.perf_counter() - started) * 1000
-            return ProbeResult(credential_id, False, None, elapsed, at, type(exc).__name__)
+            # one word for every transport failure: a refused port and a silent one look alike
+            error = "egress_denied" if isinstance(exc, EgressDenied) else "unreachable"
+            return ProbeResult(credential_id, False, None, elapsed, at, error)
         elapsed = (time.perf_counter() - started) * 1000
         ok = response.status_code in probe.expect
         return ProbeResult(credential_id, ok, response.status_code, elapsed, at)

@@ -23,7 +23,7 @@ from loguru import logger
 
 from credman._operation import Act, Operations
 from credman.access import Actor
-from credman.errors import InvalidTransition, RefreshFailed
+from credman.errors import CredentialValidationError, InvalidTransition, RefreshFailed
 from credman.keys import KeyManager
 from credman.lifecycle import (
     Credential,
@@ -73,6 +73,8 @@ class Claim:
     owner: str
     credential: OAuth2 | JWTBearer
     attempts: int
+    was_live: bool = True
+    """Whether the credential was usable (ACTIVE/UPDATED) when claimed."""
 
 
 def jitter() -> float:
@@ -220,6 +222,23 @@ class Refresher:
         The sweep claims with SKIP LOCKED (PostgreSQL): a row another process is claiming
         right now is simply not this process's work.
         """
+        recovered: list[str] = []
+        claim = self._claim_in(
+            credential_id, principal, need, (force, now, if_version, sweep), recovered
+        )
+        if recovered:  # logged after the commit: no I/O while a transaction is open
+            logger.warning("recovered a stale refresh lease on {!r}", credential_id)
+        return claim
+
+    def _claim_in(
+        self,
+        credential_id: str,
+        principal: Actor,
+        need: frozenset[Permission],
+        how: tuple[bool, datetime | None, int | None, bool],
+        recovered: list[str],
+    ) -> Claim | datetime | None:
+        force, now, if_version, sweep = how
         ops = self._operations
         with ops.run("refresh", principal, credential_id) as connection:
             act = ops.act(connection, principal, credential_id, need, now)
@@ -233,6 +252,7 @@ class Refresher:
                     assert record.lease_until is not None
                     return min(record.lease_until, act.now + _POLL)
                 self._recover_lease(act, record)
+                recovered.append(credential_id)
                 record = repository.load_credential(connection, credential_id)
             if not self._should_refresh(record, act.now, force, if_version):
                 return None
@@ -244,7 +264,8 @@ class Refresher:
             lease = {"lease_owner": owner, "lease_until": lease_until, "next_due_at": lease_until}
             version = ops.change(act, record, "start_refresh", lease)
             ops.audit(act, "refresh_started", credential_id, version=version)
-            return Claim(credential_id, owner, credential, record.attempts)
+            live = record.state in (State.ACTIVE, State.UPDATED)
+            return Claim(credential_id, owner, credential, record.attempts, live)
 
     def _should_refresh(
         self, record: CredentialRecord, now: datetime, force: bool, if_version: int | None
@@ -256,8 +277,15 @@ class Refresher:
         if needs_operator and is_refreshable(record) and not force:
             raise reauthorization_required(record)
         in_backoff = record.attempts and record.next_due_at is not None and now < record.next_due_at
+        if force and if_version is not None:  # the 401 path: rate-limited per credential
+            young = (  # material a refresh (not an operator) produced only moments ago
+                record.state == State.UPDATED
+                and record.material_at is not None
+                and now - record.material_at < self._policy.forced_refresh_interval
+            )
+            return not (in_backoff or young)
         if force:
-            return not (in_backoff and if_version is not None)
+            return True
         return needs_refresh(record, now)
 
     def _recover_lease(self, act: Act, record: CredentialRecord) -> None:
@@ -268,7 +296,6 @@ class Refresher:
             {"lease_owner": None, "lease_until": None, "next_due_at": act.now},
         )
         self._operations.audit(act, "lease_recovered", record.id, version=version)
-        logger.warning("recovered a stale refresh lease on {!r}", record.id)
 
     def _call_and_commit(
         self, claim: Claim, principal: Actor, need: frozenset[Permission], now: datetime | None
@@ -277,11 +304,12 @@ class Refresher:
         outcome: TokenGrant | RefreshFailed
         try:
             outcome = request_token(
-                self._http, claim.credential, now=started, timeout=self._policy.timeout
+                self._http, claim.credential, now=started, timeout=self._exchange_deadline()
             )
         except RefreshFailed as failure:
             outcome = failure
         result, events = self._commit(claim, principal, need, outcome, started)
+        _log_outcome(claim.credential_id, result, events)  # after the commit, never inside it
         self._notifier.emit(*events)
         if isinstance(outcome, RefreshFailed) and result is not RefreshOutcome.DEFERRED:
             raise RefreshFailed(
@@ -292,6 +320,11 @@ class Refresher:
                 retry_after=outcome.retry_after,
             )
         return result
+
+    def _exchange_deadline(self) -> float:
+        """Seconds the whole token exchange may take: the policy's, within half the lease,
+        so the holder gives up long before anyone may recover its lease."""
+        return min(self._policy.timeout, self._policy.lease.total_seconds() / 2)
 
     def _commit(
         self,
@@ -309,9 +342,17 @@ class Refresher:
             if record.state != State.REFRESHING or record.lease_owner != claim.owner:
                 ops.audit(act, "refresh", record.id, "failed", error="lease_lost")
                 return RefreshOutcome.LEASE_LOST, []
-            if isinstance(outcome, RefreshFailed):
-                return self._record_failure(act, record, outcome)
-            return self._record_success(act, record, claim, outcome)
+            if not isinstance(outcome, RefreshFailed):
+                try:
+                    return self._record_success(act, record, claim, outcome)
+                except CredentialValidationError:  # a grant the credential cannot hold
+                    outcome = RefreshFailed(
+                        "token endpoint failed: HTTP 200, error invalid_response",
+                        permanent=False,
+                        error_code="invalid_response",
+                        rotated_refresh_token=outcome.refresh_token,
+                    )
+            return self._record_failure(act, record, outcome, claim)
 
     def _record_success(
         self, act: Act, record: CredentialRecord, claim: Claim, grant: TokenGrant
@@ -329,8 +370,15 @@ class Refresher:
         version = self._operations.change(act, record, "refresh_succeeded", values)
         rotated = grant.refresh_token is not None
         self._operations.audit(act, "refresh", record.id, version=version, rotated=rotated)
-        logger.info("refreshed {!r} (version {})", record.id, version)
-        events = []
+        events = [
+            CredentialEvent(
+                kind=EventKind.REFRESHED,
+                credential_id=record.id,
+                state=State.UPDATED,
+                at=act.now,
+                attempts=claim.attempts,
+            )
+        ]
         if claim.attempts:
             events.append(
                 CredentialEvent(
@@ -344,9 +392,14 @@ class Refresher:
         return RefreshOutcome.REFRESHED, events
 
     def _record_failure(
-        self, act: Act, record: CredentialRecord, failure: RefreshFailed
+        self, act: Act, record: CredentialRecord, failure: RefreshFailed, claim: Claim
     ) -> tuple[RefreshOutcome, list[CredentialEvent]]:
         trigger, values = failure_values(record, failure, act.now, self._policy)
+        rotated = failure.rotated_refresh_token
+        if rotated is not None and isinstance(claim.credential, OAuth2):
+            # the provider spent the old refresh token: the refused answer's new one is kept
+            kept = claim.credential.with_material(refresh_token=rotated)
+            values |= self._keys.seal(act.connection, record.id, kept)
         version = self._operations.change(act, record, trigger, values)
         code = values["last_error"]
         self._operations.audit(
@@ -359,9 +412,6 @@ class Refresher:
             attempts=values["attempts"],
             version=version,
         )
-        logger.warning(
-            "refresh of {!r} failed ({}, attempt {})", record.id, code, values["attempts"]
-        )
         kind = EventKind.REAUTHORIZATION_REQUIRED if failure.permanent else EventKind.REFRESH_FAILED
         deferred = trigger == "refresh_deferred"
         event = CredentialEvent(
@@ -373,4 +423,26 @@ class Refresher:
             error_code=code,
             retry_at=values["next_due_at"],
         )
-        return (RefreshOutcome.DEFERRED if deferred else RefreshOutcome.FAILED), [event]
+        events = [event]
+        if not deferred and not failure.permanent and claim.was_live:
+            events.append(  # the token ran out during the outage: say so, once
+                CredentialEvent(
+                    kind=EventKind.EXPIRED, credential_id=record.id, state=State.EXPIRED, at=act.now
+                )
+            )
+        return (RefreshOutcome.DEFERRED if deferred else RefreshOutcome.FAILED), events
+
+
+def _log_outcome(credential_id: str, result: RefreshOutcome, events: list[CredentialEvent]) -> None:
+    """The log line of a committed refresh (written after the transaction, so a blocked log
+    sink can never hold a database lock)."""
+    failure = next((e for e in events if e.error_code is not None), None)
+    if result is RefreshOutcome.REFRESHED:
+        logger.info("refreshed {!r}", credential_id)
+    elif failure is not None:
+        logger.warning(
+            "refresh of {!r} failed ({}, attempt {})",
+            credential_id,
+            failure.error_code,
+            failure.attempts,
+        )

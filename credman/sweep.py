@@ -13,11 +13,11 @@ from loguru import logger
 
 from credman._operation import Operations
 from credman.access import SYSTEM
-from credman.errors import CredentialError, RefreshFailed
+from credman.errors import CredentialError, RefreshFailed, StorageError
 from credman.lifecycle import Permission, State
 from credman.lifecycle.decisions import is_refreshable, past_expiry
 from credman.notify import CredentialEvent, EventKind, Notifier
-from credman.probes import Probes
+from credman.probes import ProbeResult, Probes
 from credman.refresher import Refresher, RefreshOutcome
 from credman.storage import DueCredential, read, repository
 
@@ -105,7 +105,7 @@ class Sweep:
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due) + len(probes)))) as pool:
             for outcome, error in pool.map(lambda record: self._maintain(record, now), due):
                 report.count(outcome, error)
-            for result in pool.map(lambda record: self._probes.test_due(record.id), probes):
+            for result in pool.map(lambda record: self._test_due(record.id), probes):
                 report.probed += result is not None
                 report.probe_failures += result is not None and not result.ok
         return report
@@ -116,7 +116,37 @@ class Sweep:
             return repository.earliest_due(connection)
 
     def _maintain(self, due: DueCredential, now: datetime) -> tuple[SweepOutcome, str | None]:
-        """One due credential: refresh, expire or recover; never raises."""
+        """One due credential: refresh, expire or recover; never raises.
+
+        Anything unexpected (a malformed row: NULL JSON, an unknown type, a column that does
+        not decode) is this credential's problem only: it is logged, audited as a failed
+        ``maintain`` and counted in ``TickReport.errors`` as ``error:broken_row``, and the
+        rest of the tick goes on.
+        """
+        try:
+            return self._maintain_one(due, now)
+        except Exception as exc:  # isolate the row: one bad credential must not stop the sweep
+            self._report_broken(due.id, exc)
+            return SweepOutcome.ERROR, "error:broken_row"
+
+    def _report_broken(self, credential_id: str, exc: Exception) -> None:
+        logger.error(
+            "sweep skipped malformed credential {!r}: {}", credential_id, type(exc).__name__
+        )
+        broken = StorageError(
+            f"credential {credential_id!r} is malformed ({type(exc).__name__})",
+            credential_id=credential_id,
+        )
+        self._operations.record_refusal("maintain", SYSTEM, credential_id, broken)
+
+    def _test_due(self, credential_id: str) -> ProbeResult | None:
+        try:
+            return self._probes.test_due(credential_id)
+        except Exception as exc:  # a malformed row: reported, the sweep goes on
+            self._report_broken(credential_id, exc)
+            return None
+
+    def _maintain_one(self, due: DueCredential, now: datetime) -> tuple[SweepOutcome, str | None]:
         try:
             if not is_refreshable(due):
                 expired = self._expire_due(due.id, now)

@@ -23,6 +23,11 @@ answers before anything is looked at, so it never spends a refresh token:
     huge                 200 with ``huge_bytes`` of valid JSON, no Content-Length
     no_access_token      200 JSON without access_token
     invalid_grant        400 invalid_grant (the grant itself is left alone)
+    drip                 a 200 whose body arrives one byte every ``drip_seconds``
+
+The quirk modes ``huge_access_token`` (20,000 characters) and ``crlf_token_type``
+(``Bearer\r\nX-Injected: 1``) are real, rotating refreshes whose answer a client must
+refuse: the old refresh token is spent, the new one is in the refused answer.
 
 The quirk modes ``no_expires_in`` and ``negative_expires_in`` are real, rotating
 refreshes whose ``expires_in`` is missing or negative. ``lost_response`` does the work
@@ -71,6 +76,9 @@ FAULT_MODES: Final = frozenset(
         "error_body_200",
         "huge",
         "no_access_token",
+        "drip",
+        "huge_access_token",
+        "crlf_token_type",
         "negative_expires_in",
         "no_expires_in",
         "invalid_grant",
@@ -97,7 +105,7 @@ class _Reply:
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
-    then: Literal["send", "stream", "reset"] = "send"
+    then: Literal["send", "stream", "reset", "drip"] = "send"
 
 
 @dataclass
@@ -164,6 +172,7 @@ class TokenServer:
         clock: Callable[[], float] = time.time,
         slow_seconds: float = 5.0,
         huge_bytes: int = 8 * 1024 * 1024,
+        drip_seconds: float = 0.5,
     ) -> None:
         if access_token_lifetime <= 0:
             raise ValueError("access_token_lifetime must be positive")
@@ -172,6 +181,7 @@ class TokenServer:
         self.issue_expires_in = issue_expires_in
         self.slow_seconds = slow_seconds
         self.huge_bytes = huge_bytes
+        self.drip_seconds = drip_seconds
         self._clients = dict(clients or {})
         self._jwt_keys = dict(jwt_keys or {})
         self._clock = clock
@@ -359,6 +369,8 @@ class TokenServer:
         if mode == "slow":
             self._stopping.wait(self.slow_seconds)  # stop() cuts the stall short
             return _oauth_error(504, "temporarily_unavailable")
+        if mode == "drip":
+            return _Reply(200, b'{"error": "server_error", "padding": "........"}', then="drip")
         if mode == "huge":
             headers = {"Content-Type": "application/json"}
             return _Reply(200, _huge_body(self.huge_bytes), headers, then="stream")
@@ -448,6 +460,10 @@ class TokenServer:
         expires_at = self._clock() + self.access_token_lifetime
         self._access_tokens[token] = _AccessToken(grant_id, expires_at)
         payload: dict[str, object] = {"access_token": token, "token_type": "Bearer"}
+        if mode == "huge_access_token":
+            payload["access_token"] = token + "x" * 20_000
+        if mode == "crlf_token_type":
+            payload["token_type"] = "Bearer\r\nX-Injected: 1"
         expires_in = self._expires_in(mode)
         if expires_in is not None:
             payload["expires_in"] = expires_in
@@ -612,10 +628,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
-        if reply.then == "send":
+        if reply.then in ("send", "drip"):
             self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
+        if reply.then == "drip":
+            self._drip(reply.body)
+            return
         self._write(reply.body)
+
+    def _drip(self, body: bytes) -> None:
+        stopping, pause = self.server.token_server._stopping, self.server.token_server.drip_seconds
+        try:
+            for index in range(len(body)):
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+                if stopping.wait(pause):
+                    break
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _write(self, body: bytes) -> None:
         # In chunks, so a client that stops reading a huge body ends the write early.

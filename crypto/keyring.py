@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -183,6 +184,34 @@ def _decode(raw: bytes, source: str) -> Keyring:
     return Keyring(ring, _b64(document.get("audit_seed"), f"{source}: audit_seed"))
 
 
+def _check_private(status: os.stat_result, what: str, *, fix: str) -> None:
+    """Refuse a file that is not a regular file of this user's with no group/other access."""
+    if not stat.S_ISREG(status.st_mode):
+        raise KeyringError(f"{what} is not a regular file")
+    if status.st_uid != os.geteuid():
+        raise KeyringError(
+            f"{what} is owned by uid {status.st_uid}, not by this user (uid {os.geteuid()}): "
+            "someone else may have planted it; remove it and run 'credman init'"
+        )
+    if status.st_mode & 0o077:
+        raise KeyringError(
+            f"{what} is readable by group or others "
+            f"(mode {stat.S_IMODE(status.st_mode):04o}); run '{fix}'"
+        )
+
+
+def _check_folder(path: Path) -> None:
+    """Refuse a key file in a folder anyone may write without the sticky bit (it could be
+    swapped at any time)."""
+    folder = path.parent
+    mode = folder.stat().st_mode
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        raise KeyringError(
+            f"the folder {folder} of key file {path} is writable by everyone; "
+            f"run 'chmod o-w {folder}'"
+        )
+
+
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -192,7 +221,8 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class KeyFileProvider:
-    """A JSON key file: created 0600, refused when group or others can read it."""
+    """A JSON key file: created 0600; refused when it is a symlink, not this user's, readable
+    by group or others, or in a folder everyone may write (without the sticky bit)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -218,32 +248,52 @@ class KeyFileProvider:
         return ring
 
     def load(self) -> Keyring:
-        """Read and validate the key file."""
+        """Read and validate the key file.
+
+        One descriptor, opened without following a symlink (and without blocking on a FIFO),
+        is both checked (``fstat``: a regular file, owned by this user, no group or other
+        access) and read, so the file checked is the file read.
+        """
         try:
-            mode = self.path.stat().st_mode
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             raise KeyringError(
                 f"no key file at {self.path}: run 'credman init' or set CREDMAN_KEY_FILE"
             ) from None
-        if not stat.S_ISREG(mode):
-            raise KeyringError(f"key file {self.path} is not a regular file")
-        if mode & 0o077:
-            raise KeyringError(
-                f"key file {self.path} is readable by group or others "
-                f"(mode {stat.S_IMODE(mode):04o}); run 'chmod 600 {self.path}'"
-            )
-        try:
-            raw = self.path.read_bytes()
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise KeyringError(f"key file {self.path} is a symlink; refusing it") from None
             raise KeyringError(f"cannot read key file {self.path}: {exc.strerror}") from None
+        try:
+            raw = self._checked_read(fd)
+        finally:
+            os.close(fd)
         if self._last is None or self._last[0] != raw:
             self._last = raw, _decode(raw, f"key file {self.path}")
         return self._last[1]
 
-    def update(self, change: Callable[[Keyring], Keyring]) -> Keyring:
-        """Apply ``change`` under an exclusive lock; the file is replaced atomically."""
+    def _checked_read(self, fd: int) -> bytes:
+        status = os.fstat(fd)
+        _check_private(status, f"key file {self.path}", fix=f"chmod 600 {self.path}")
+        _check_folder(self.path)
+        chunks: list[bytes] = []
+        while chunk := os.read(fd, 65_536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def update(
+        self, change: Callable[[Keyring], Keyring], *, keep_previous: bool = False
+    ) -> Keyring:
+        """Apply ``change`` under an exclusive lock; the file is replaced atomically.
+
+        ``keep_previous`` keeps the file as it was beside it, 0600, as
+        ``NAME.vPRIMARY.bak`` (never overwriting one): a rotation can be undone by hand.
+        """
         with self._locked():
-            ring = change(self.load())
+            before = self.load()
+            ring = change(before)
+            if keep_previous:
+                self._keep(before)
             temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
@@ -254,10 +304,33 @@ class KeyFileProvider:
             _fsync_directory(self.path.parent.resolve())
             return ring
 
+    def _keep(self, ring: Keyring) -> None:
+        backup = self.path.with_name(f"{self.path.name}.v{ring.primary}.bak")
+        try:
+            fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            return  # the first copy of that ring is kept
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_encode(ring))
+            handle.flush()
+            os.fsync(handle.fileno())
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         lock_path = self.path.with_name(f".{self.path.name}.lock")
-        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(lock_path, flags, 0o600)
+        except OSError as exc:
+            what = (
+                "is a symlink" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror})"
+            )
+            raise KeyringError(f"lock file {lock_path} {what}; refusing it") from None
+        try:
+            _check_private(os.fstat(fd), f"lock file {lock_path}", fix=f"rm {lock_path}")
+        except KeyringError:
+            os.close(fd)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

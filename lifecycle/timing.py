@@ -28,7 +28,11 @@ class RefreshPolicy:
     lease: timedelta = timedelta(seconds=45)
     """How long a refresher holds a credential before others may take it back."""
     timeout: float = 10.0
-    """Seconds for one token request; must stay well inside ``lease``."""
+    """Seconds for one whole token exchange, connect to last byte; credman never lets it run
+    past half the ``lease``."""
+    forced_refresh_interval: timedelta = timedelta(seconds=30)
+    """A 401 forces no refresh of material a refresh produced less than this ago: a resource
+    that rejects every token does not turn each request into a token request."""
     backoff_base: float = 2.0
     """First retry delay (seconds) after a transient failure; doubles each attempt..."""
     backoff_cap: float = 900.0

@@ -1,6 +1,8 @@
 """The credential types: what each kind of credential holds and what makes it valid.
 
 Every type is a frozen pydantic model whose secret fields are :class:`Secret` values.
+``model_dump()``/``model_dump_json()`` show them masked (``**********``) unless the
+serialization context says ``{"reveal_secrets": True}``.
 Construction validates; any failure is a :class:`CredentialValidationError` that names
 the fields and never echoes the input. ``expires_in`` is resolved to ``expires_at``
 against a ``now`` the caller passes, so these models never read the clock.
@@ -22,6 +24,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     PlainValidator,
+    SerializationInfo,
     ValidationError,
     model_validator,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "CREDENTIAL_TYPES",
     "MAX_SECRET_LENGTH",
     "MAX_TEXT_LENGTH",
+    "REVEAL_SECRETS",
     "ApiKey",
     "BasicAuth",
     "BearerToken",
@@ -107,6 +111,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+REVEAL_SECRETS = "reveal_secrets"
+"""The serialization context key that makes dumps carry plaintext: ``{REVEAL_SECRETS: True}``."""
+
+
+def _dump_secret(value: Secret, info: SerializationInfo) -> str:
+    """A secret in a dump: masked, unless the caller asked by name for the plaintext."""
+    context = info.context
+    if isinstance(context, Mapping) and context.get(REVEAL_SECRETS) is True:
+        return value.reveal()
+    return str(value)
+
+
 if TYPE_CHECKING:
     # How a type checker sees a secret field: set from a str (or a Secret), read as a Secret,
     # which is what the validator below does at run time. A descriptor says exactly that:
@@ -143,7 +159,7 @@ if TYPE_CHECKING:
         def __set__(self, instance: object, value: Probe | Mapping[str, Any] | None) -> None: ...
 
 else:
-    SecretStr = Annotated[Secret, PlainValidator(_to_secret), PlainSerializer(lambda s: s.reveal())]
+    SecretStr = Annotated[Secret, PlainValidator(_to_secret), PlainSerializer(_dump_secret)]
     OptionalSecretStr = SecretStr | None
 
 NONE: Any = None

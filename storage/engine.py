@@ -14,6 +14,7 @@ empties the WAL, which still holds the older page images until then.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,7 +88,7 @@ def _sqlite_engine(
     path = Path(database).expanduser()
     if not create and not path.is_file():
         raise StorageError(f"no credman database at {path} (run credman init)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_file(path)
     engine = create_engine(url, connect_args={"timeout": busy_timeout})
 
     @event.listens_for(engine, "connect")
@@ -107,6 +108,22 @@ def _sqlite_engine(
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm files the same mode),
+    and any missing folder 0700, whatever the umask: the metadata, grants and audit trail
+    are nobody else's business."""
+    missing = [folder for folder in (path.parent, *path.parent.parents) if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    os.fchmod(fd, 0o600)
+    os.close(fd)
 
 
 @contextmanager

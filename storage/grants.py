@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from credman.storage.records import GrantRecord
 from credman.storage.tables import GrantRow
 
 __all__ = [
+    "covering_candidates",
     "delete_grant",
     "find_grant",
     "grants_of",
@@ -23,10 +24,28 @@ _OF_PRINCIPAL = select(_GRANTS).where(_GRANTS.c.principal == bindparam("b"))  # 
 _ONE = select(_GRANTS).where(
     _GRANTS.c.principal == bindparam("b_principal"), _GRANTS.c.pattern == bindparam("b_pattern")
 )
+_COVERING = select(_GRANTS).where(  # the exact grant on an id and every glob: built once
+    _GRANTS.c.principal == bindparam("b"),
+    or_(
+        _GRANTS.c.pattern == bindparam("id"),
+        _GRANTS.c.pattern.contains("*", autoescape=True),
+        _GRANTS.c.pattern.contains("?", autoescape=True),
+        _GRANTS.c.pattern.contains("[", autoescape=True),
+    ),
+)
+
+
+def covering_candidates(
+    connection: Connection, principal: str, credential_id: str
+) -> list[GrantRecord]:
+    """The principal's grants that may cover ``credential_id``: the exact one and the globs
+    (not the thousands of exact grants on other ids)."""
+    rows = connection.execute(_COVERING, {"b": principal, "id": credential_id})
+    return [GrantRecord.from_row(row) for row in rows]
 
 
 def grants_of(connection: Connection, principal: str) -> list[GrantRecord]:
-    """Every grant of ``principal`` (the hot path of every access check)."""
+    """Every grant of ``principal``."""
     return [
         GrantRecord.from_row(row) for row in connection.execute(_OF_PRINCIPAL, {"b": principal})
     ]

@@ -13,6 +13,7 @@ __all__ = [
     "count_below",
     "count_by_key_version",
     "count_with_key_version",
+    "highest_key_version",
     "lock_key_changes",
     "replace_wrapped_keys",
     "rewrap_candidates",
@@ -48,6 +49,12 @@ def count_by_key_version(connection: Connection) -> dict[int | None, int]:
 def count_with_key_version(connection: Connection, version: int) -> int:
     """How many credentials use exactly ``version``."""
     return _count(connection, CREDENTIALS.c.key_version == version)
+
+
+def highest_key_version(connection: Connection) -> int | None:
+    """The highest key version any credential row is sealed under (an index lookup)."""
+    highest = connection.execute(select(func.max(CREDENTIALS.c.key_version))).scalar_one()
+    return None if highest is None else int(highest)
 
 
 def count_below(connection: Connection, primary: int) -> int:

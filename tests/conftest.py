@@ -20,6 +20,7 @@ POSTGRES_URL = os.environ.get(
     "CREDMAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("CREDMAN_REQUIRE_POSTGRES") == "1"
+os.environ["CREDMAN_EGRESS_ALLOW_LOOPBACK"] = "1"  # the tests' providers live on loopback
 CLIENT, SECRET = "client-1", "client-secret-1"
 """The OAuth client every test token server knows (tests get it through the fixtures below)."""
 LOG_LINES: list[str] = []

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
+from credman.access import pattern_warning
 from credman.cli.backend import open_backend
-from credman.cli.output import JsonFlag, out, print_json, table, when
+from credman.cli.output import JsonFlag, err, out, print_json, table, when
 
 __all__ = ["register"]
 
@@ -22,6 +23,9 @@ def grant(
     with open_backend(ctx) as backend:
         result = backend.grant(grantee, pattern, permissions)
     out.print(f"{grantee} may {','.join(sorted(result.permissions))} on {pattern!r}")
+    warning = pattern_warning(pattern)
+    if warning is not None:
+        err.print(f"warning: {warning}", markup=False)
 
 
 def ungrant(

@@ -5,17 +5,19 @@ Registered on the root app by :func:`register` as ``credman keys``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from credman import KeyVersionStatus, RewrapProgress, RewrapReport
 from credman.cli.context import open_manager, options
 from credman.cli.output import err, out
+from credman.config import Settings
+from credman.terminal import SafeTable
 
 __all__ = ["keys_app", "register"]
 
@@ -77,6 +79,17 @@ def _print_rewrap(report: RewrapReport) -> None:
         raise typer.Exit(1)
 
 
+def _confirm(yes: bool, what: str) -> None:
+    """Go on only with --yes or a 'y' typed at a terminal."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        err.print(f"refusing to {what} without --yes", markup=False)
+        raise typer.Exit(1)
+    if not typer.confirm(f"{what[0].upper()}{what[1:]}?", default=False, err=True):
+        raise typer.Exit(1)
+
+
 @keys_app.command()
 def rotate(ctx: typer.Context, batch_size: BatchSize = DEFAULT_BATCH_SIZE) -> None:
     """Add a new primary key version and re-wrap every data key under it."""
@@ -84,6 +97,10 @@ def rotate(ctx: typer.Context, batch_size: BatchSize = DEFAULT_BATCH_SIZE) -> No
     with open_manager(ctx) as manager, _progress_bar() as progress:
         report = manager.rotate_keys(principal=principal, batch_size=batch_size, progress=progress)
     out.print(f"key version {report.primary} is primary (was {report.previous_primary})")
+    settings = Settings.from_env(key_file=options(ctx).key_file)
+    if settings.key_env is None:
+        backup = f"{settings.key_file}.v{report.previous_primary}.bak"
+        out.print(f"the previous key file is kept as {backup}", markup=False)
     _print_rewrap(report.rewrap)
 
 
@@ -109,7 +126,7 @@ def status(ctx: typer.Context) -> None:
     """Key versions, which is primary, and how many credentials each protects."""
     with open_manager(ctx) as manager:
         report = manager.key_status(principal=options(ctx).principal)
-    table = Table("version", "primary", "credentials", "note")
+    table = SafeTable("version", "primary", "credentials", "note")
     for version in report.versions:
         primary = "yes" if version.primary else ""
         table.add_row(str(version.version), primary, str(version.credentials), _note(version))
@@ -127,8 +144,10 @@ def status(ctx: typer.Context) -> None:
 def retire(
     ctx: typer.Context,
     version: Annotated[int, typer.Argument(metavar="VERSION", min=1, help="The version to drop.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a key version for good; refused while any credential still uses it."""
+    _confirm(yes, f"retire key version {version} for good (it cannot be brought back)")
     with open_manager(ctx) as manager:
         left = manager.retire_key(version, principal=options(ctx).principal)
     out.print(

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from credman.models import CredentialInfo
+from credman.terminal import SafeTable
 
 __all__ = [
     "JsonFlag",
@@ -62,8 +63,9 @@ def _span(seconds: int) -> str:
 
 
 def table(*columns: str) -> Table:
-    """A compact table: no outer box, one space between columns, headers in capitals."""
-    return Table(
+    """A compact table: no outer box, one space between columns, headers in capitals; its
+    string cells are printed inert (stored text is never markup or escape sequences)."""
+    return SafeTable(
         *(column.upper() for column in columns),
         box=box.SIMPLE_HEAD,
         pad_edge=False,

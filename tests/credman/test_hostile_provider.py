@@ -43,8 +43,11 @@ TRANSIENT = (
     "error_body_200",
     "huge",
     "no_access_token",
+    "drip",
 )
 PERMANENT = ("invalid_grant",)
+REJECTED = ("huge_access_token", "crlf_token_type")
+"""A 200 credman refuses after the provider rotated the refresh token: deferred, new RT kept."""
 QUIRKS = ("no_expires_in", "negative_expires_in")
 LOST = "lost_response"
 VIAS = ("get", "tick")
@@ -125,7 +128,7 @@ def _faulted(
 
 def test_the_table_covers_every_fault_mode() -> None:
     """Each of the provider's fault modes has an expected outcome below."""
-    assert FAULT_MODES - {"ok"} == {*TRANSIENT, *PERMANENT, *QUIRKS, LOST}
+    assert FAULT_MODES - {"ok"} == {*TRANSIENT, *PERMANENT, *QUIRKS, *REJECTED, LOST}
 
 
 @pytest.mark.parametrize("via", VIAS)
@@ -263,7 +266,7 @@ def test_one_sweep_survives_every_fault_at_once(
         states = {mode: manager.info(mode, principal="admin").state for mode in modes}
     assert ([], len(modes)) == (report.errors, report.due)
     assert (len(QUIRKS), len(modes) - len(QUIRKS)) == (report.refreshed, report.failed)
-    expected = {mode: State.ACTIVE for mode in (*TRANSIENT, LOST)}
+    expected = {mode: State.ACTIVE for mode in (*TRANSIENT, *REJECTED, LOST)}
     expected |= {mode: State.UPDATED for mode in QUIRKS}
     expected |= {mode: State.EXPIRED for mode in PERMANENT}
     assert expected == states

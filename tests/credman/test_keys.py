@@ -653,7 +653,7 @@ def test_cli_rotate_then_retire(
         rotated.exit_code,
         "re-wrapped 3 data keys under version 2 in 2 batches" in rotated.stdout,
     )
-    retired = cli("keys", "retire", "1")
+    retired = cli("keys", "retire", "1", "--yes")
     assert (0, True) == (retired.exit_code, "retired key version 1" in retired.stdout)
 
 
@@ -676,7 +676,7 @@ def test_cli_retire_in_use_fails_with_the_reason(
     """`keys retire` of a version still in use fails with a KeyringError saying why."""
     manager.store("c", _basic("pw"), principal="admin")
     manager.keys.add_version(principal="admin")
-    result = _cli(database_url, key_file)("keys", "retire", "1")
+    result = _cli(database_url, key_file)("keys", "retire", "1", "--yes")
     assert 1 == result.exit_code
     assert "key version 1 still protects 1 credential(s): run 'credman keys rewrap' first" == str(
         result.exception

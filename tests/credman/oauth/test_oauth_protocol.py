@@ -267,7 +267,7 @@ def test_successful_response_becomes_a_grant() -> None:
     grant = parse_token_response(200, {}, body(payload), now=NOW)
     assert ACCESS_TOKEN == grant.access_token.reveal()
     assert REFRESH_TOKEN == (grant.refresh_token and grant.refresh_token.reveal())
-    assert (3600, "bearer", "read") == (grant.expires_in, grant.token_type, grant.scope)
+    assert (3600, "Bearer", "read") == (grant.expires_in, grant.token_type, grant.scope)
 
 
 def test_minimal_response_gets_defaults() -> None:
@@ -363,7 +363,7 @@ CLASSIFICATION = [
     (200, {}, b"\xff\xfe{}", False, "invalid_response", None),
     (200, {}, b"[" * 100_000, False, "invalid_response", None),
     (200, {}, body({"error": "server_error"}), False, "server_error", None),
-    (200, {}, body({"access_token": ACCESS_TOKEN, "error": "x"}), False, "x", None),
+    (200, {}, body({"access_token": ACCESS_TOKEN, "error": "x"}), False, "invalid_response", None),
     (200, {}, body({}), False, "invalid_response", None),
     (200, {}, body({"access_token": ""}), False, "invalid_response", None),
     (200, {}, body({"access_token": 123}), False, "invalid_response", None),
