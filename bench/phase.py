@@ -31,7 +31,7 @@ from credman import CredentialManager, OAuth2, Permission, _material
 from credman.crypto import KeyFileProvider, Keyring
 from credman.storage.engine import make_engine, write
 from credman.storage.repository import CREDENTIALS
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 __all__ = ["POSTGRESQL", "Phase"]
 

@@ -23,7 +23,7 @@ from credman import CredentialManager, OAuth2, RefreshFailed, State
 from credman.lifecycle import RefreshPolicy
 from credman.notify import CredentialEvent, EventKind
 from credman.oauth import MAX_BODY
-from credman.tokenserver import FAULT_MODES, TokenServer
+from credman.testing.provider import FAULT_MODES, TokenServer
 
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
 STORED_LIFETIME = 100

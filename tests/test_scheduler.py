@@ -20,7 +20,7 @@ from freezegun import freeze_time
 from credman import BearerToken, CredentialManager, State
 from credman.scheduler import CredentialScheduler
 from credman.testing import time_machine
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import CLIENT, SECRET, oauth_credential
 
 from credman import CredentialManager, Permission, State
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 LIFETIME = 2.0
 RUN_SECONDS = 7.0

@@ -1,4 +1,4 @@
-"""The loopback OAuth2 token endpoint behaves like a strict provider (credman.tokenserver)."""
+"""The loopback OAuth2 token endpoint behaves like a strict provider (credman.testing.provider)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 
-from credman.tokenserver import FAULT_MODES, TokenServer
+from credman.testing.provider import FAULT_MODES, TokenServer
 
 CLIENT_ID = "app"
 CLIENT_SECRET = "client-secret-canary-7f3a"
