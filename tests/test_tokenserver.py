@@ -587,6 +587,12 @@ def test_every_documented_mode_exists() -> None:
         "no_expires_in",
         "invalid_grant",
         "lost_response",
+        "bad_refresh_token_200",
+        "ok_false_200",
+        "expires_in_string",
+        "expires_in_ms",
+        "ok_true",
+        "instance_url",
     }
     assert expected == set(FAULT_MODES)
 
