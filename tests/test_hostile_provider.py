@@ -47,6 +47,15 @@ TRANSIENT = (
 )
 PERMANENT = ("invalid_grant",)
 QUIRKS = ("no_expires_in", "negative_expires_in")
+PROFILE_QUIRKS = (
+    "bad_refresh_token_200",
+    "ok_false_200",
+    "expires_in_string",
+    "expires_in_ms",
+    "ok_true",
+    "instance_url",
+)
+"""Providers' own response shapes: each is driven through its profile in test_profiles.py."""
 LOST = "lost_response"
 VIAS = ("get", "tick")
 
@@ -119,7 +128,7 @@ def _faulted(
 
 def test_the_table_covers_every_fault_mode() -> None:
     """Each of the provider's fault modes has an expected outcome below."""
-    assert FAULT_MODES - {"ok"} == {*TRANSIENT, *PERMANENT, *QUIRKS, LOST}
+    assert FAULT_MODES - {"ok"} == {*TRANSIENT, *PERMANENT, *QUIRKS, *PROFILE_QUIRKS, LOST}
 
 
 @pytest.mark.parametrize("via", VIAS)
