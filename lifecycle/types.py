@@ -305,9 +305,9 @@ class OAuth2(Credential, _Expiring):
 
     @model_validator(mode="after")
     def _grant_has_material(self) -> Self:
-        if self.grant_type == "client_credentials" and self.client_secret is None:
-            if self.client_auth != "private_key_jwt":
-                raise ValueError("client_secret is required for the client_credentials grant")
+        signed = self.client_auth == "private_key_jwt"
+        if self.grant_type == "client_credentials" and self.client_secret is None and not signed:
+            raise ValueError("client_secret is required for the client_credentials grant")
         if self.client_auth == "client_secret_basic" and self.client_secret is None:
             raise ValueError("client_secret is required for client_secret_basic")
         if self.client_auth == "private_key_jwt" and self.client_key is None:
