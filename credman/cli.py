@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from credman.cli_keys import keys_app
+from credman.cli_providers import providers_app
 from credman.config import Settings
 from credman.crypto import KeyFileProvider
 from credman.errors import (
@@ -51,6 +52,7 @@ audit_app = typer.Typer(help="The tamper-evident audit trail.")
 app.add_typer(add_app, name="add")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(providers_app, name="providers")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
