@@ -216,7 +216,7 @@ class Maintenance(ManagerBase):
     def _record_success(
         self, act: Act, row: Any, claim: Claim, grant: Any
     ) -> tuple[str, list[CredentialEvent]]:
-        credential = refresh.merged(claim.credential, grant, act.now)
+        credential = refresh.merged(claim.credential, grant, act.now, self._policy.clock_skew)
         keyring = keys.keyring_for_write(self, act.connection)
         values = _material.seal(keyring, row.id, credential) | {
             "expires_at": credential.expires_at_or_none,

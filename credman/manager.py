@@ -34,6 +34,7 @@ from credman.access import (
 )
 from credman.audit import AuditEvent, AuditReport
 from credman.auth import CredentialAuth
+from credman.connect import Connecting
 from credman.errors import (
     CredentialUnusable,
     CredentialValidationError,
@@ -42,6 +43,7 @@ from credman.errors import (
 from credman.lifecycle import (
     CREDENTIAL_TYPES,
     Credential,
+    OAuth2,
     Permission,
     State,
     next_due_at,
@@ -65,7 +67,7 @@ _AUDIT = frozenset({Permission.AUDIT})
 _MAX_AUDIT_LIMIT = 100_000
 
 
-class CredentialManager(Maintenance):
+class CredentialManager(Connecting, Maintenance):
     """Stores, serves, refreshes and revokes credentials; see API.md for the contract."""
 
     # -- credentials ----------------------------------------------------------------------
@@ -103,9 +105,22 @@ class CredentialManager(Maintenance):
             row = repository.load_credential(
                 connection, credential_id, for_update=True, missing_ok=True
             )
-            if row is None:
+            pending = isinstance(credential, OAuth2) and credential.awaiting_connect
+            if row is None and pending:  # registered for connect: CREATED until authorised
+                row = self._create(act, credential_id, values, reason)
+                repository.insert_credential(
+                    connection, {**vars(row), "version": 1, "updated_at": act.now}
+                )
+            elif row is None:
                 row = self._create(act, credential_id, values, reason)
                 self._change(act, row, "activate", reason=reason)
+            elif pending:
+                raise CredentialValidationError(
+                    "credential: it exists; re-authorise it with connect instead of "
+                    "storing one without tokens",
+                    fields=("credential",),
+                    credential_id=credential_id,
+                )
             else:
                 self._change(act, row, "update", values, reason=reason)
             info = info_of(repository.load_credential(connection, credential_id))

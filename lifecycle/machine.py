@@ -97,7 +97,8 @@ EDGES: tuple[Edge, ...] = (
          doc="the material passed its expiry without a refresh"),
     Edge("reauthorize", (S.ACTIVE, S.UPDATED, S.EXPIRED), S.UPDATED, Permission.MANAGE,
          doc="a connect obtained new tokens from the provider (re-authorisation)"),
-    Edge("revoke", (S.ACTIVE, S.UPDATED, S.EXPIRED, S.REFRESHING), S.REVOKED, Permission.MANAGE,
+    Edge("revoke", (S.CREATED, S.ACTIVE, S.UPDATED, S.EXPIRED, S.REFRESHING), S.REVOKED,
+         Permission.MANAGE,
          doc="withdrawn for good; the secret material is destroyed"),
 )  # fmt: skip
 

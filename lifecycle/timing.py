@@ -36,6 +36,9 @@ class RefreshPolicy:
     cooldown: float = 30.0
     """...and never sooner than this: at most 3600/cooldown token calls an hour for a broken
     credential, whatever the jitter draws."""
+    clock_skew: timedelta = timedelta(seconds=1)
+    """How far the provider's clock may run ahead of ours: taken off every ``expires_at``
+    (besides the second providers lose by counting from whole epoch seconds)."""
 
 
 def refresh_due_at(

@@ -15,22 +15,28 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from credman.errors import ConcurrentUpdate, NotFound
-from credman.storage.tables import CredentialRow, HistoryRow
+from credman.storage.tables import ConnectSessionRow, CredentialRow, HistoryRow
 
 __all__ = [
+    "CONNECT_SESSIONS",
     "CREDENTIALS",
     "HISTORY",
     "append_history",
+    "delete_expired_connect_sessions",
     "history_rows",
+    "insert_connect_session",
     "insert_credential",
     "iter_credentials",
+    "load_connect_session",
     "load_credential",
     "record_probe",
+    "spend_connect_session",
     "update_credential",
 ]
 
 CREDENTIALS = CredentialRow.__table__  # type: ignore[attr-defined]
 HISTORY = HistoryRow.__table__  # type: ignore[attr-defined]
+CONNECT_SESSIONS = ConnectSessionRow.__table__  # type: ignore[attr-defined]
 
 
 # Statements are built once: constructing a Core statement per call cost more than the
@@ -147,3 +153,35 @@ def iter_credentials(
             return
         yield from rows
         last = rows[-1].id
+
+
+def insert_connect_session(connection: Connection, values: dict[str, Any]) -> None:
+    """Record a new connect session."""
+    connection.execute(insert(CONNECT_SESSIONS), values)
+
+
+def load_connect_session(connection: Connection, state_hash: str) -> Any:
+    """The session with that state hash, locked for update, or None."""
+    statement = (
+        select(CONNECT_SESSIONS)
+        .where(CONNECT_SESSIONS.c.state_hash == state_hash)
+        .with_for_update()
+    )
+    return connection.execute(statement).one_or_none()
+
+
+def spend_connect_session(connection: Connection, state_hash: str, now: datetime) -> None:
+    """Mark the session used and destroy its sealed verifier and data key."""
+    connection.execute(
+        update(CONNECT_SESSIONS)
+        .where(CONNECT_SESSIONS.c.state_hash == state_hash)
+        .values(used_at=now, sealed_verifier=None, wrapped_dek=None, key_version=None)
+    )
+
+
+def delete_expired_connect_sessions(connection: Connection, before: datetime) -> int:
+    """Forget sessions that expired before ``before``; how many."""
+    result = connection.execute(
+        CONNECT_SESSIONS.delete().where(CONNECT_SESSIONS.c.expires_at < before)
+    )
+    return int(result.rowcount or 0)
