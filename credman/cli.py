@@ -24,6 +24,7 @@ from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
+from credman.cli_connect import connect as connect_command
 from credman.cli_keys import keys_app
 from credman.cli_providers import providers_app
 from credman.config import Settings
@@ -53,6 +54,7 @@ app.add_typer(add_app, name="add")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(providers_app, name="providers")
+app.command("connect")(connect_command)
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
