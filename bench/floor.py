@@ -37,7 +37,7 @@ from sqlalchemy import (
 from bench.measure import Operation
 from bench.phase import Phase
 from bench.workload import WORKER
-from credman import _material
+from credman import _sealing as _material
 from credman.crypto import Keyring, WrappedKey, open_field, unwrap
 
 __all__ = ["floor_read"]
@@ -100,7 +100,7 @@ def _opening_keys(
     return {
         row.id: (
             unwrap(keyring, WrappedKey(row.key_version, row.wrapped_dek), credential_id=row.id),
-            _material._bound(row.type, row.public),
+            _material.binding(row.type, row.public),
         )
         for row in rows
     }
@@ -110,12 +110,12 @@ class _FloorRead:
     """Select one row, open one field, insert one audit row, commit."""
 
     def __init__(self, engine: Engine, keys: Mapping[str, tuple[bytes, bytes]]) -> None:
-        self._engine = engine
+        self.engine = engine
         self._keys = keys
 
     def __call__(self, credential_id: str) -> str:
         data_key, bound = self._keys[credential_id]
-        with self._engine.begin() as connection:
+        with self.engine.begin() as connection:
             sealed = connection.execute(_SELECT, {"id": credential_id}).scalar_one()
             blob = base64.b64decode(sealed[_FIELD])
             secret = open_field(

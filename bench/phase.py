@@ -27,7 +27,8 @@ from bench.workload import (
     WORKER,
     sample_credential,
 )
-from credman import CredentialManager, OAuth2, Permission, _material
+from credman import CredentialManager, OAuth2, Permission
+from credman import _sealing as _material
 from credman.crypto import KeyFileProvider, Keyring
 from credman.storage.engine import make_engine, write
 from credman.storage.repository import CREDENTIALS
@@ -93,7 +94,7 @@ class Phase:
 
     def seed(self, count: int) -> None:
         """Grant the worker ``use`` on everything and store ``count`` credentials for real."""
-        self.manager.grant(WORKER, "*", {Permission.USE}, principal=ADMIN)
+        self.manager.grant(WORKER, "*", {Permission.USE, Permission.READ}, principal=ADMIN)
         credential = sample_credential()
         for number in range(count):
             self.manager.store(_seed_id(number), credential, principal=ADMIN)

@@ -4,10 +4,13 @@ from loguru import logger
 
 from credman.access import Grant
 from credman.audit import AuditEvent, AuditReport
-from credman.crypto import Secret
+from credman.clock import Clock, SystemClock
+from credman.connect import ConnectSession
+from credman.crypto import KeyProvider, Keyring, Secret
 from credman.errors import (
     AccessDenied,
     AuditError,
+    AuthorizationFailed,
     ConcurrentUpdate,
     CredentialError,
     CredentialUnusable,
@@ -18,7 +21,10 @@ from credman.errors import (
     NotFound,
     RefreshFailed,
     StorageError,
+    Unauthenticated,
 )
+from credman.httpx_auth import AccessAuth
+from credman.keys import KeyStatus, KeyVersionStatus, RewrapProgress, RewrapReport, RotationReport
 from credman.lifecycle import (
     ApiKey,
     BasicAuth,
@@ -27,38 +33,68 @@ from credman.lifecycle import (
     JWTBearer,
     OAuth2,
     Permission,
+    Probe,
+    RefreshPolicy,
     State,
 )
-from credman.manager import CredentialInfo, CredentialManager, Transition
+from credman.manager import CredentialManager
+from credman.models import Access, CredentialInfo, Transition
+from credman.notify import CredentialEvent, EventKind, Hook, WebhookNotifier
+from credman.oauth.device import DeviceAuthorization
+from credman.probes import ProbeResult
+from credman.sweep import TickReport
 
 __all__ = [
+    "Access",
+    "AccessAuth",
     "AccessDenied",
     "ApiKey",
     "AuditError",
     "AuditEvent",
     "AuditReport",
+    "AuthorizationFailed",
     "BasicAuth",
     "BearerToken",
+    "Clock",
     "ConcurrentUpdate",
+    "ConnectSession",
     "Credential",
     "CredentialError",
+    "CredentialEvent",
     "CredentialInfo",
     "CredentialManager",
     "CredentialUnusable",
     "CredentialValidationError",
     "DecryptionError",
+    "DeviceAuthorization",
+    "EventKind",
     "Grant",
+    "Hook",
     "InvalidTransition",
     "JWTBearer",
+    "KeyProvider",
+    "KeyStatus",
+    "KeyVersionStatus",
+    "Keyring",
     "KeyringError",
     "NotFound",
     "OAuth2",
     "Permission",
+    "Probe",
+    "ProbeResult",
     "RefreshFailed",
+    "RefreshPolicy",
+    "RewrapProgress",
+    "RewrapReport",
+    "RotationReport",
     "Secret",
     "State",
     "StorageError",
+    "SystemClock",
+    "TickReport",
     "Transition",
+    "Unauthenticated",
+    "WebhookNotifier",
 ]
 
 logger.disable("credman")  # a library stays quiet unless the application enables it

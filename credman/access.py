@@ -4,7 +4,8 @@ Default deny. A principal may do an operation on a credential only when it is an
 (from configuration) or holds a grant whose pattern matches the credential id and whose
 permissions include the one needed (``admin`` in a grant includes all). The scheduler acts
 as the reserved ``system:scheduler`` principal, which may only do what the lifecycle does
-on its own (refresh, expire, recover leases); user principals cannot take that name.
+on its own (refresh, expire, recover leases); it is a value (:data:`SYSTEM`) that the
+sweep passes, not a name, so user principals cannot take it.
 
 Rights over every credential at once (the audit trail, the list of grants) are asked for
 with the pseudo-id ``*`` (not a valid credential id). Only a grant on the pattern ``*``
@@ -19,29 +20,44 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection
 
 from credman.errors import CredentialValidationError
 from credman.lifecycle import Permission
-from credman.storage.tables import GrantRow
+from credman.storage import GrantRecord
+from credman.storage import grants as grant_rows
 
 __all__ = [
     "EVERY_CREDENTIAL",
-    "SYSTEM_PRINCIPAL",
+    "SYSTEM",
     "AccessPolicy",
+    "Actor",
     "Grant",
+    "SystemPrincipal",
     "check_pattern",
     "check_principal",
     "parse_permissions",
 ]
 
-SYSTEM_PRINCIPAL = "system:scheduler"
+
+@dataclass(frozen=True, slots=True)
+class SystemPrincipal:
+    """The scheduler acting on its own: a value only the sweep holds, never a name a caller
+    can pass (``check_principal`` refuses ``system:`` names)."""
+
+    name: str = "system:scheduler"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+SYSTEM = SystemPrincipal()
+"""The one system principal: what the sweep acts as."""
+Actor = str | SystemPrincipal
+"""Who performs an operation: a checked principal name, or the system principal."""
 EVERY_CREDENTIAL = "*"
 _SYSTEM_MAY = frozenset({Permission.USE})
-_GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
-_OF_PRINCIPAL = select(_GRANTS).where(_GRANTS.c.principal == bindparam("b"))  # built once
 _PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
 _PATTERN = re.compile(r"[A-Za-z0-9*?\[\]][A-Za-z0-9._:@/*?\[\]!-]{0,127}")
 
@@ -104,21 +120,23 @@ class AccessPolicy:
         return f"AccessPolicy(admins={sorted(self.admins)})"
 
     def permissions(
-        self, connection: Connection, principal: str, credential_id: str
+        self, connection: Connection, principal: Actor, credential_id: str
     ) -> frozenset[Permission]:
         """Everything ``principal`` may do on ``credential_id``."""
+        if isinstance(principal, SystemPrincipal):
+            return _SYSTEM_MAY
         if principal in self.admins:
             return frozenset(Permission)
-        if principal == SYSTEM_PRINCIPAL:
-            return _SYSTEM_MAY
         held: set[Permission] = set()
         for grant in self._rows(connection, principal):
             if _covers(grant.pattern, credential_id):
                 held |= _expand(grant.permissions)
         return frozenset(held)
 
-    def is_admin(self, connection: Connection, principal: str) -> bool:
+    def is_admin(self, connection: Connection, principal: Actor) -> bool:
         """Admins come from configuration, or hold ``admin`` on the pattern ``*``."""
+        if isinstance(principal, SystemPrincipal):
+            return False
         if principal in self.admins:
             return True
         return any(
@@ -128,10 +146,7 @@ class AccessPolicy:
 
     def grants(self, connection: Connection, principal: str | None = None) -> list[Grant]:
         """Every grant, or those of one principal."""
-        query = select(_GRANTS).order_by(_GRANTS.c.principal, _GRANTS.c.pattern)
-        if principal is not None:
-            query = query.where(_GRANTS.c.principal == principal)
-        return [_grant(row) for row in connection.execute(query)]
+        return [_grant(row) for row in grant_rows.list_grants(connection, principal)]
 
     def add(
         self,
@@ -144,35 +159,27 @@ class AccessPolicy:
         at: datetime,
     ) -> Grant:
         """Add permissions to the (principal, pattern) grant, creating it if needed."""
-        existing = connection.execute(
-            select(_GRANTS).where(_GRANTS.c.principal == principal, _GRANTS.c.pattern == pattern)
-        ).one_or_none()
+        existing = grant_rows.find_grant(connection, principal, pattern)
         if existing is None:
-            connection.execute(
-                insert(_GRANTS).values(
-                    principal=principal,
-                    pattern=pattern,
-                    permissions=_encode(permissions),
-                    created_at=at,
-                    created_by=by,
-                )
+            grant_rows.insert_grant(
+                connection,
+                principal=principal,
+                pattern=pattern,
+                permissions=_encode(permissions),
+                created_at=at,
+                created_by=by,
             )
             return Grant(principal, pattern, permissions, at, by)
         merged = permissions | _decode(existing.permissions)
-        connection.execute(
-            update(_GRANTS).where(_GRANTS.c.id == existing.id).values(permissions=_encode(merged))
-        )
+        grant_rows.set_permissions(connection, existing.id, _encode(merged))
         return Grant(principal, pattern, merged, existing.created_at, existing.created_by)
 
     def remove(self, connection: Connection, principal: str, pattern: str) -> bool:
         """Delete the (principal, pattern) grant; whether there was one."""
-        result = connection.execute(
-            delete(_GRANTS).where(_GRANTS.c.principal == principal, _GRANTS.c.pattern == pattern)
-        )
-        return bool(result.rowcount)
+        return grant_rows.delete_grant(connection, principal, pattern)
 
     def _rows(self, connection: Connection, principal: str) -> list[Grant]:
-        return [_grant(row) for row in connection.execute(_OF_PRINCIPAL, {"b": principal})]
+        return [_grant(row) for row in grant_rows.grants_of(connection, principal)]
 
 
 def _covers(pattern: str, credential_id: str) -> bool:
@@ -182,7 +189,11 @@ def _covers(pattern: str, credential_id: str) -> bool:
 
 
 def _expand(permissions: frozenset[Permission]) -> frozenset[Permission]:
-    return frozenset(Permission) if Permission.ADMIN in permissions else permissions
+    if Permission.ADMIN in permissions:
+        return frozenset(Permission)
+    if Permission.READ in permissions:  # the whole credential includes its request material
+        return permissions | {Permission.USE}
+    return permissions
 
 
 def _encode(permissions: frozenset[Permission]) -> str:
@@ -193,7 +204,7 @@ def _decode(text: str) -> frozenset[Permission]:
     return frozenset(Permission(part) for part in text.split(",") if part)
 
 
-def _grant(row: Any) -> Grant:
+def _grant(row: GrantRecord) -> Grant:
     return Grant(
         row.principal, row.pattern, _decode(row.permissions), row.created_at, row.created_by
     )

@@ -13,27 +13,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine
 
 from credman.errors import AuditError
-from credman.storage.engine import read
-from credman.storage.tables import AuditEventRow, AuditHeadRow
+from credman.storage import AuditRecord, read
+from credman.storage import audit as chain
 
 __all__ = ["GENESIS", "AuditEvent", "AuditLog", "AuditReport"]
 
 GENESIS = "0" * 64
-_EVENTS = AuditEventRow.__table__  # type: ignore[attr-defined]
-_HEAD = AuditHeadRow.__table__  # type: ignore[attr-defined]
 _MAX_DETAIL_TEXT = 200
-# Built once: per-call statement construction dominated the profile of every audited call.
-_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-_INSERT_EVENT = insert(_EVENTS)
-_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +105,10 @@ class AuditLog:
         """Append one event inside the caller's transaction; return its sequence number."""
         detail = _check_detail(detail or {})
         at = at.astimezone(UTC)
-        head = connection.execute(_LOCK_HEAD).one()
-        seq = head.seq + 1
+        head_seq, head_hash = chain.lock_head(connection)
+        seq = head_seq + 1
         digest = self._hash(
-            head.hash, _canonical(seq, at, principal, action, credential_id, outcome, detail)
+            head_hash, _canonical(seq, at, principal, action, credential_id, outcome, detail)
         )
         event = {
             "seq": seq,
@@ -124,18 +118,17 @@ class AuditLog:
             "credential_id": credential_id,
             "outcome": outcome,
             "detail": detail,
-            "prev_hash": head.hash,
+            "prev_hash": head_hash,
             "hash": digest,
         }
-        connection.execute(_INSERT_EVENT, event)
-        connection.execute(_MOVE_HEAD, {"seq": seq, "hash": digest})
-        return int(seq)
+        chain.insert_event(connection, event)
+        chain.move_head(connection, seq, digest)
+        return seq
 
     def head(self, engine: Engine) -> tuple[int, str]:
         """The last sequence number and hash, for anchoring outside the database."""
         with read(engine) as connection:
-            row = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
-        return row.seq, row.hash
+            return chain.read_head(connection)
 
     def verify(
         self, engine: Engine, *, batch: int = 5000, anchor: tuple[int, str] | None = None
@@ -149,8 +142,8 @@ class AuditLog:
         previous, expected_seq, checked = GENESIS, 1, 0
         anchored = anchor is None
         with read(engine) as connection:
-            head_seq, head_hash = connection.execute(select(_HEAD.c.seq, _HEAD.c.hash)).one()
-            for row in _stream(connection, batch):
+            head_seq, head_hash = chain.read_head(connection)
+            for row in chain.stream_events(connection, batch):
                 problem = self._problem(row, previous, expected_seq)
                 if problem:
                     # a missing row is named by the number it should have had
@@ -171,7 +164,7 @@ class AuditLog:
             return AuditReport(False, checked, head_seq, head_hash, last, problem)
         return AuditReport(True, checked, head_seq, head_hash)
 
-    def _problem(self, row: Any, previous: str, expected_seq: int) -> str | None:
+    def _problem(self, row: AuditRecord, previous: str, expected_seq: int) -> str | None:
         if row.seq != expected_seq:
             return f"expected row {expected_seq}, found {row.seq} (rows missing or inserted)"
         if row.prev_hash != previous:
@@ -193,29 +186,18 @@ class AuditLog:
         credential_id: str | None = None,
     ) -> list[AuditEvent]:
         """The newest events matching the filters, oldest first."""
-        query = select(_EVENTS).order_by(_EVENTS.c.seq.desc()).limit(limit)
-        for column, value in (
-            ("principal", principal),
-            ("outcome", outcome),
-            ("credential_id", credential_id),
-        ):
-            if value is not None:
-                query = query.where(_EVENTS.c[column] == value)
         with read(engine) as connection:
-            rows = connection.execute(query).all()
-        return [_event(row) for row in reversed(rows)]
+            rows = chain.newest_events(
+                connection,
+                limit=limit,
+                principal=principal,
+                outcome=outcome,
+                credential_id=credential_id,
+            )
+        return [_event(row) for row in rows]
 
 
-def _stream(connection: Connection, batch: int) -> Iterator[Any]:
-    """Every row in sequence order, including any an attacker numbered 0 or below."""
-    query = select(_EVENTS).order_by(_EVENTS.c.seq).limit(batch)
-    rows = connection.execute(query).all()
-    while rows:
-        yield from rows
-        rows = connection.execute(query.where(_EVENTS.c.seq > rows[-1].seq)).all()
-
-
-def _event(row: Any) -> AuditEvent:
+def _event(row: AuditRecord) -> AuditEvent:
     return AuditEvent(
         row.seq,
         row.at,

@@ -37,7 +37,8 @@ from credman.errors import (
 )
 from credman.lifecycle import ApiKey, BasicAuth, BearerToken, Credential, JWTBearer, OAuth2
 from credman.logs import configure_logging
-from credman.manager import CredentialInfo, CredentialManager
+from credman.manager import CredentialManager
+from credman.models import CredentialInfo
 
 __all__ = ["app", "main"]
 
@@ -148,7 +149,7 @@ def _store(ctx: typer.Context, credential_id: str, build: Callable[[], Credentia
     credential = build()
     with _manager(ctx) as manager:
         info = manager.store(credential_id, credential, principal=_options(ctx).principal)
-    out.print(f"stored {info.type} {info.instance_id!r}: {info.state} (version {info.version})")
+    out.print(f"stored {info.type} {info.credential_id!r}: {info.state} (version {info.version})")
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -173,10 +174,8 @@ def init(ctx: typer.Context) -> None:
 @app.command()
 def migrate(ctx: typer.Context) -> None:
     """Upgrade the database schema to this version's (also done on every start)."""
-    from credman.storage import migrate as migrations
-
     with _manager(ctx) as manager:
-        revision = migrations.current_revision(manager._engine)
+        revision = manager.migrate()
     out.print(f"database {manager.database_url} at schema revision {revision}")
 
 
@@ -344,7 +343,7 @@ def _info_table(infos: list[CredentialInfo]) -> Table:
     table = Table("id", "type", "state", "version", "expires", "next due", "key")
     for info in infos:
         table.add_row(
-            info.instance_id,
+            info.credential_id,
             info.type,
             info.state,
             str(info.version),
@@ -361,7 +360,7 @@ def status(ctx: typer.Context, credential_id: Annotated[str, typer.Argument(meta
     with _manager(ctx) as manager:
         info = manager.info(credential_id, principal=_options(ctx).principal)
     table = Table("field", "value", show_header=False)
-    for name in ("instance_id", "type", "state", "version", "attempts", "last_error"):
+    for name in ("credential_id", "type", "state", "version", "attempts", "last_error"):
         table.add_row(name, str(getattr(info, name) or "-"))
     for name in ("created_at", "updated_at", "expires_at", "next_due_at", "lease_until"):
         table.add_row(name, _when(getattr(info, name)))
@@ -411,7 +410,7 @@ def revoke(
     """Revoke a credential for good: its secret material is destroyed, its history kept."""
     with _manager(ctx) as manager:
         info = manager.revoke(credential_id, principal=_options(ctx).principal, reason=reason)
-    out.print(f"revoked {info.instance_id!r} (version {info.version})")
+    out.print(f"revoked {info.credential_id!r} (version {info.version})")
 
 
 @app.command()
@@ -561,25 +560,12 @@ def token(
         str | None, typer.Option("--principal", help="Who asks (overrides the global option).")
     ] = None,
 ) -> None:
-    """Print a currently valid token (refreshing first if due): for scripts and pipes."""
+    """Print a currently valid token, bare (refreshing first if due): for scripts and pipes."""
     with _manager(ctx) as manager:
-        credential = manager.get(credential_id, principal=principal or _options(ctx).principal)
-    value = _token_of(credential)
-    if value is None:
-        raise CredentialUnusable(
-            credential_id, "ACTIVE", f"a {credential.kind} credential has no token"
-        )
-    sys.stdout.write(value + "\n")
-
-
-def _token_of(credential: Credential) -> str | None:
-    for name in ("access_token", "token"):
-        secret = getattr(credential, name, None)
-        if secret is not None:
-            return str(secret.reveal())
-    if isinstance(credential, ApiKey):
-        return credential.prefix + credential.key.reveal()
-    return None
+        access = manager.access(credential_id, principal=principal or _options(ctx).principal)
+    if access.token is None:
+        raise CredentialUnusable(credential_id, "ACTIVE", "this credential has no bare token")
+    sys.stdout.write(access.token.reveal() + "\n")
 
 
 @app.command("test")
@@ -608,7 +594,7 @@ def refresh(
     with _manager(ctx) as manager:
         info = manager.refresh(credential_id, principal=_options(ctx).principal, force=force)
     out.print(
-        f"{info.instance_id!r}: {info.state} (version {info.version}), "
+        f"{info.credential_id!r}: {info.state} (version {info.version}), "
         f"expires {_when(info.expires_at)}"
     )
 

@@ -79,9 +79,7 @@ def rotate(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) 
     """Add a new primary key version and re-wrap every data key under it."""
     principal = cli._options(ctx).principal
     with cli._manager(ctx) as manager, _progress_bar() as progress:
-        report = keys.rotate_keys(
-            manager, principal=principal, batch_size=batch_size, progress=progress
-        )
+        report = manager.rotate_keys(principal=principal, batch_size=batch_size, progress=progress)
     cli.out.print(f"key version {report.primary} is primary (was {report.previous_primary})")
     _print_rewrap(report.rewrap)
 
@@ -91,7 +89,7 @@ def rewrap(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) 
     """Re-wrap data keys not yet on the primary (finishes an interrupted rotation)."""
     principal = cli._options(ctx).principal
     with cli._manager(ctx) as manager, _progress_bar() as progress:
-        report = keys.rewrap(manager, principal=principal, batch_size=batch_size, progress=progress)
+        report = manager.rewrap_keys(principal=principal, batch_size=batch_size, progress=progress)
     _print_rewrap(report)
 
 
@@ -107,7 +105,7 @@ def _note(version: keys.KeyVersionStatus) -> str:
 def status(ctx: typer.Context) -> None:
     """Key versions, which is primary, and how many credentials each protects."""
     with cli._manager(ctx) as manager:
-        report = keys.key_status(manager, principal=cli._options(ctx).principal)
+        report = manager.key_status(principal=cli._options(ctx).principal)
     table = Table("version", "primary", "credentials", "note")
     for version in report.versions:
         primary = "yes" if version.primary else ""
@@ -129,7 +127,7 @@ def retire(
 ) -> None:
     """Remove a key version for good; refused while any credential still uses it."""
     with cli._manager(ctx) as manager:
-        left = keys.retire_key(manager, version, principal=cli._options(ctx).principal)
+        left = manager.retire_key(version, principal=cli._options(ctx).principal)
     cli.out.print(
         f"retired key version {version}; the keyring holds {', '.join(map(str, left))} "
         "(copies of the key file made earlier still hold it)"

@@ -24,23 +24,29 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import httpx
 from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
-from credman import _material, keys, refresh
-from credman._base import Act, CredentialInfo, ManagerBase, check_credential_id, info_of
+from credman._operation import Act, Operations
+from credman.access import Actor
 from credman.crypto import WrappedKey, new_data_key, open_field, seal_field, unwrap, wrap
 from credman.crypto.secret import Secret
 from credman.errors import AuthorizationFailed, CredentialError, CredentialValidationError
-from credman.lifecycle import OAuth2, Permission, State, next_due_at
-from credman.notify import CredentialEvent, EventKind
+from credman.keys import KeyManager
+from credman.lifecycle import OAuth2, Permission, RefreshPolicy, State, next_due_at
+from credman.lifecycle.decisions import ensure_not_revoked
+from credman.models import CredentialInfo, info_of
+from credman.notify import CredentialEvent, EventKind, Notifier
 from credman.oauth.authorize import authorization_url, exchange_code, new_pkce, new_state
 from credman.oauth.device import DeviceAuthorization, poll_device, start_device_authorization
 from credman.oauth.token import TokenGrant
-from credman.storage import engine as storage
-from credman.storage import repository
+from credman.refresher import jitter, merged
+from credman.storage import connect as sessions
+from credman.storage import read, repository
+from credman.validation import check_credential_id
 
-__all__ = ["SESSION_LIFETIME", "ConnectSession", "Connecting"]
+__all__ = ["SESSION_LIFETIME", "ConnectSession", "Connections", "check_redirect_uri"]
 
 SESSION_LIFETIME: Final = timedelta(minutes=10)
 _VERIFIER_FIELD: Final = "pkce_verifier"
@@ -90,14 +96,31 @@ class _Spent:
     """A session just spent: what it was bound to and the verifier it sealed."""
 
     credential_id: str
-    principal: str
+    principal: Actor
     redirect_uri: str
     verifier: Secret
     credential: OAuth2
 
 
-class Connecting(ManagerBase):
-    """``connect``, ``complete_connect`` and ``connect_device`` of the manager."""
+class Connections:
+    """``connect``, ``complete_connect`` and ``connect_device``."""
+
+    def __init__(
+        self,
+        operations: Operations,
+        keys: KeyManager,
+        notifier: Notifier,
+        policy: RefreshPolicy,
+        http: httpx.Client,
+    ) -> None:
+        self._operations = operations
+        self._keys = keys
+        self._notifier = notifier
+        self._policy = policy
+        self._http = http
+
+    def __repr__(self) -> str:
+        return "Connections()"
 
     def connect(
         self,
@@ -105,13 +128,13 @@ class Connecting(ManagerBase):
         *,
         redirect_uri: str,
         scope: str | None = None,
-        principal: str,
+        principal: Actor,
     ) -> ConnectSession:
         """Open a connect session for an OAuth2 credential with an ``authorization_url``."""
         credential_id = check_credential_id(credential_id)
         redirect_uri = check_redirect_uri(redirect_uri)
-        with self._operation("connect", principal, credential_id) as connection:
-            act = self._act(connection, principal, credential_id, _MANAGE)
+        with self._operations.run("connect", principal, credential_id) as connection:
+            act = self._operations.act(connection, principal, credential_id, _MANAGE)
             credential = self._connectable(act, credential_id)
             pkce, state = new_pkce(), new_state()
             url = authorization_url(
@@ -119,13 +142,13 @@ class Connecting(ManagerBase):
             )
             expires_at = act.now + SESSION_LIFETIME
             self._open_session(act, credential_id, state, pkce.verifier, redirect_uri, scope)
-            self._audit_ok(act, "connect", credential_id, stage="started")
+            self._operations.audit(act, "connect", credential_id, stage="started")
         return ConnectSession(credential_id, url, redirect_uri, expires_at)
 
     def _connectable(self, act: Act, credential_id: str) -> OAuth2:
         row = repository.load_credential(act.connection, credential_id)
-        refresh.ensure_not_revoked(row)
-        credential = self._open(row)
+        ensure_not_revoked(row)
+        credential = self._keys.open(row)
         if not isinstance(credential, OAuth2) or credential.authorization_url is None:
             raise CredentialValidationError(
                 "credential: only an OAuth2 credential with an authorization_url can connect",
@@ -145,9 +168,7 @@ class Connecting(ManagerBase):
     ) -> None:
         state_hash = _state_hash(state)
         data_key = new_data_key()
-        wrapped = wrap(
-            keys.keyring_for_write(self, act.connection), data_key, credential_id=state_hash
-        )
+        wrapped = wrap(self._keys.for_write(act.connection), data_key, credential_id=state_hash)
         sealed = seal_field(
             data_key,
             verifier.reveal(),
@@ -155,7 +176,7 @@ class Connecting(ManagerBase):
             field=_VERIFIER_FIELD,
             bound=state_hash.encode(),
         )
-        repository.insert_connect_session(
+        sessions.insert_session(
             act.connection,
             {
                 "state_hash": state_hash,
@@ -176,7 +197,7 @@ class Connecting(ManagerBase):
         *,
         state: str,
         code: str | None,
-        principal: str,
+        principal: Actor,
         redirect_uri: str | None = None,
         error: str | None = None,
     ) -> CredentialInfo:
@@ -188,7 +209,7 @@ class Connecting(ManagerBase):
         callback and for a refusal by the provider; nothing about the credential changes.
         """
         spent = self._spend(state, principal, redirect_uri, error, code)
-        sent_at = self._now()
+        sent_at = self._operations.now()
         try:
             grant = exchange_code(
                 self._http,
@@ -206,7 +227,7 @@ class Connecting(ManagerBase):
     def _spend(
         self,
         state: str,
-        principal: str,
+        principal: Actor,
         redirect_uri: str | None,
         error: str | None,
         code: str | None,
@@ -214,29 +235,30 @@ class Connecting(ManagerBase):
         """Spend the session in its own transaction, then refuse what does not match."""
         if not isinstance(state, str) or not state or len(state) > 512:
             raise self._refused(principal, None, _failure("unknown state", "invalid_state"))
-        with self._operation("connect", principal, None) as connection:
-            row = repository.load_connect_session(connection, _state_hash(state))
+        with self._operations.run("connect", principal, None) as connection:
+            row = sessions.load_session(connection, _state_hash(state))
             if row is None:
                 refusal = _failure("unknown state: not from a connect of ours", "invalid_state")
             elif row.used_at is not None:
                 refusal = _failure("this connect was already completed or refused", "state_reused")
             else:
-                repository.spend_connect_session(connection, row.state_hash, self._now())
+                sessions.spend(connection, row.state_hash, self._operations.now())
                 refusal = None
                 spent = self._unsealed(connection, row, principal)
         if refusal is not None:
             credential_id = None if row is None else row.credential_id
             raise self._refused(principal, credential_id, refusal)
-        mismatch = _mismatch(row, self._now(), principal, redirect_uri, error, code)
+        assert row is not None  # a missing session was refused above
+        mismatch = _mismatch(row, self._operations.now(), principal, redirect_uri, error, code)
         if mismatch is not None:
             raise self._refused(principal, row.credential_id, mismatch)
         return spent
 
-    def _unsealed(self, connection: Any, row: Any, principal: str) -> _Spent:
-        act = self._act(connection, principal, row.credential_id, _MANAGE)
+    def _unsealed(self, connection: Any, row: Any, principal: Actor) -> _Spent:
+        act = self._operations.act(connection, principal, row.credential_id, _MANAGE)
         credential = self._connectable(act, row.credential_id)
         data_key = unwrap(
-            self._keyring,
+            self._keys.keyring,
             WrappedKey(row.key_version, row.wrapped_dek),
             credential_id=row.state_hash,
         )
@@ -256,19 +278,19 @@ class Connecting(ManagerBase):
         )
 
     def _refused(
-        self, principal: str, credential_id: str | None, failure: AuthorizationFailed
+        self, principal: Actor, credential_id: str | None, failure: AuthorizationFailed
     ) -> AuthorizationFailed:
         """Audit the refusal (its own transaction), notify, and hand back the error to raise."""
         failure.credential_id = credential_id
-        self._record_refusal("connect", principal, credential_id, failure)
+        self._operations.record_refusal("connect", principal, credential_id, failure)
         logger.warning("connect refused ({}) for {!r}", failure.error_code, credential_id)
         if credential_id is not None:
-            self._emit(
+            self._notifier.emit(
                 CredentialEvent(
                     kind=EventKind.CONNECT_FAILED,
                     credential_id=credential_id,
                     state=self._state_of(credential_id),
-                    at=self._now(),
+                    at=self._operations.now(),
                     error_code=failure.error_code,
                 )
             )
@@ -276,37 +298,38 @@ class Connecting(ManagerBase):
 
     def _state_of(self, credential_id: str) -> str:
         try:
-            with storage.read(self._engine) as connection:
+            with read(self._operations.engine) as connection:
                 return str(repository.load_credential(connection, credential_id).state)
         except (CredentialError, SQLAlchemyError):
             return "unknown"
 
     def _store_connected(
-        self, credential_id: str, grant: TokenGrant, sent_at: datetime, principal: str
+        self, credential_id: str, grant: TokenGrant, sent_at: datetime, principal: Actor
     ) -> CredentialInfo:
         """Store the granted tokens: ``activate`` a CREATED credential, else ``reauthorize``."""
-        with self._operation("connect", principal, credential_id) as connection:
-            act = self._act(connection, principal, credential_id, _MANAGE, now=sent_at)
+        with self._operations.run("connect", principal, credential_id) as connection:
+            act = self._operations.act(connection, principal, credential_id, _MANAGE, now=sent_at)
             row = repository.load_credential(connection, credential_id, for_update=True)
-            current = self._open(row)
+            current = self._keys.open(row)
             assert isinstance(current, OAuth2)  # checked when the connect started
-            credential = refresh.merged(current, grant, sent_at, self._policy.clock_skew)
-            values = _material.seal(keys.keyring_for_write(self, connection), row.id, credential)
+            credential = merged(current, grant, sent_at, self._policy.clock_skew)
+            values = self._keys.seal(connection, row.id, credential)
             values |= {
                 "expires_at": credential.expires_at_or_none,
                 "material_at": sent_at,
-                "next_due_at": next_due_at(credential, sent_at, self._policy, refresh.jitter()),
+                "next_due_at": next_due_at(credential, sent_at, self._policy, jitter()),
                 "lease_owner": None,
                 "lease_until": None,
                 "attempts": 0,
                 "last_error": None,
             }
             trigger = "activate" if row.state == State.CREATED else "reauthorize"
-            version = self._change(act, row, trigger, values)
-            self._audit_ok(act, "connect", credential_id, stage="completed", version=version)
+            version = self._operations.change(act, row, trigger, values)
+            ops = self._operations
+            ops.audit(act, "connect", credential_id, stage="completed", version=version)
             info = info_of(repository.load_credential(connection, credential_id))
         logger.info("connected {!r} (version {})", credential_id, info.version)
-        self._emit(
+        self._notifier.emit(
             CredentialEvent(
                 kind=EventKind.CONNECTED,
                 credential_id=credential_id,
@@ -320,7 +343,7 @@ class Connecting(ManagerBase):
         self,
         credential_id: str,
         *,
-        principal: str,
+        principal: Actor,
         show: Callable[[DeviceAuthorization], None],
         deadline: datetime | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -329,34 +352,35 @@ class Connecting(ManagerBase):
         display; polling honours the provider's interval and ``slow_down``, and stops at the
         device code's expiry or ``deadline``. Refusals are audited and notified."""
         credential_id = check_credential_id(credential_id)
-        with self._operation("connect", principal, credential_id) as connection:
-            act = self._act(connection, principal, credential_id, _MANAGE)
-            credential = self._open(repository.load_credential(connection, credential_id))
+        with self._operations.run("connect", principal, credential_id) as connection:
+            act = self._operations.act(connection, principal, credential_id, _MANAGE)
+            credential = self._keys.open(repository.load_credential(connection, credential_id))
             if not isinstance(credential, OAuth2) or credential.device_authorization_url is None:
                 raise CredentialValidationError(
                     "credential: the device grant needs an OAuth2 device_authorization_url",
                     fields=("device_authorization_url",),
                     credential_id=credential_id,
                 )
-            self._audit_ok(act, "connect", credential_id, stage="device_started")
+            self._operations.audit(act, "connect", credential_id, stage="device_started")
         try:
             started = start_device_authorization(
-                self._http, credential, now=self._now(), timeout=self._policy.timeout
+                self._http, credential, now=self._operations.now(), timeout=self._policy.timeout
             )
             show(started)
-            sent_at = self._now()
+            sent_at = self._operations.now()
             grant = poll_device(
                 self._http,
                 credential,
                 started,
-                now=self._now,
+                now=self._operations.now,
                 sleep=sleep,
                 deadline=deadline,
                 timeout=self._policy.timeout,
             )
         except AuthorizationFailed as failure:
             raise self._refused(principal, credential_id, failure) from None
-        return self._store_connected(credential_id, grant, min(sent_at, self._now()), principal)
+        sent_at = min(sent_at, self._operations.now())
+        return self._store_connected(credential_id, grant, sent_at, principal)
 
 
 def _failure(message: str, code: str) -> AuthorizationFailed:
@@ -366,7 +390,7 @@ def _failure(message: str, code: str) -> AuthorizationFailed:
 def _mismatch(
     row: Any,
     now: datetime,
-    principal: str,
+    principal: Actor,
     redirect_uri: str | None,
     error: str | None,
     code: str | None,

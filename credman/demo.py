@@ -95,7 +95,7 @@ def _state_table(manager: CredentialManager) -> Table:
     for info in manager.list(principal="admin"):
         left = f"{info.expires_at.timestamp() - now:5.1f} s" if info.expires_at else "-"
         table.add_row(
-            info.instance_id,
+            info.credential_id,
             info.type,
             info.state.value,
             str(info.version),

@@ -2,6 +2,7 @@
 
     CredentialError                  base: catch this to catch everything credman means
     ├── NotFound                     no credential (or grant) with that id
+    ├── Unauthenticated              the caller could not be identified (no, bad, expired token)
     ├── AccessDenied                 the principal lacks the permission; audited as a security event
     ├── InvalidTransition            the lifecycle has no such edge from the current state,
     │                                or a guard refused it; nothing changed
@@ -37,6 +38,7 @@ __all__ = [
     "NotFound",
     "RefreshFailed",
     "StorageError",
+    "Unauthenticated",
 ]
 
 
@@ -105,6 +107,10 @@ class CredentialUnusable(CredentialError):
         self.state = state
 
 
+class Unauthenticated(CredentialError):
+    """The caller could not be identified: no token, or a malformed, unknown, expired one."""
+
+
 class DecryptionError(CredentialError):
     """A ciphertext failed to open: tampered, misplaced or under an unknown key."""
 
@@ -126,7 +132,7 @@ class StorageError(CredentialError):
 
 
 class RefreshFailed(CredentialError):
-    """The token endpoint did not yield a token; ``permanent`` means re-authorisation is needed."""
+    """The token endpoint did not yield a token; ``permanent`` means re-authorization is needed."""
 
     def __init__(
         self,

@@ -9,11 +9,11 @@ with the primary (no secret field is opened), and the row's ``key_version`` and
 ``wrapped_dek`` are replaced by compare-and-set on their old values, so a concurrent store
 is never overwritten. A rewrap changes neither material nor state, so it bumps no
 credential version and writes no history. Killed at any point, every row still opens with
-some version in the ring, and :func:`rewrap` finishes the job. A version can be retired
+some version in the ring, and :meth:`KeyManager.rewrap` finishes the job. A version can be retired
 only when no row references it; retiring removes it from the provider for good, which is
 what makes backups taken before a revoke unreadable (crypto-shredding).
 
-Key changes and writers agree through a lock: :func:`keyring_for_write` holds it shared
+Key changes and writers agree through a lock: :meth:`KeyManager.for_write` holds it shared
 while a writer seals under the current primary, rotation and retirement hold it
 exclusively (PostgreSQL advisory locks; SQLite's ``BEGIN IMMEDIATE`` already serialises
 writers). Every operation here needs an admin principal and is audited, with version
@@ -22,40 +22,38 @@ numbers and counts only, never key material.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loguru import logger
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection
 
-from credman.crypto import Keyring, WrappedKey, envelope
+from credman import _sealing
+from credman._operation import Act, Operations
+from credman.access import Actor
+from credman.crypto import KeyProvider, Keyring, WrappedKey, envelope
 from credman.errors import CredentialValidationError, DecryptionError, KeyringError
-from credman.storage.repository import CREDENTIALS
-
-if TYPE_CHECKING:
-    from credman._base import ManagerBase
-    from credman.manager import CredentialManager
+from credman.lifecycle import Credential
+from credman.storage import CredentialRecord
+from credman.storage import keys as key_rows
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "MAX_BATCH_SIZE",
+    "KeyManager",
     "KeyStatus",
     "KeyVersionStatus",
+    "Progress",
     "RewrapProgress",
     "RewrapReport",
     "RotationReport",
-    "add_key_version",
-    "key_status",
-    "keyring_for_write",
-    "retire_key",
-    "rewrap",
-    "rotate_keys",
+    "rewrap_rows",
 ]
 
 DEFAULT_BATCH_SIZE = 500
 MAX_BATCH_SIZE = 10_000
-_KEYRING_LOCK = 0x637265646B657973  # "credkeys": the PostgreSQL advisory lock of key changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,104 +125,156 @@ class _Batch:
 
 
 Progress = Callable[[RewrapProgress], None]
+"""Called before the first rewrap batch and after each committed one."""
 
 
-def keyring_for_write(manager: ManagerBase, connection: Connection) -> Keyring:
-    """The current ring for sealing inside ``connection``'s write transaction.
+class KeyManager:
+    """The keyring in use: sealing and opening credentials, rotation, rewrap and retirement."""
 
-    Holds the key-change lock shared until the transaction ends and reloads the ring, so
-    a row is never sealed under a version that a concurrent retire is removing, and a
-    process whose ring is stale writes under the primary another process rotated to.
-    """
-    _lock_key_changes(connection, exclusive=False)
-    return manager.reload_keys()
+    def __init__(self, provider: KeyProvider, keyring: Keyring, operations: Operations) -> None:
+        self.provider = provider
+        self._keyring = keyring
+        self._lock = threading.Lock()
+        self._operations = operations
 
+    def __repr__(self) -> str:
+        return f"KeyManager({self._keyring!r})"
 
-def add_key_version(manager: CredentialManager, *, principal: str) -> int:
-    """Durably add a new primary key version that no row uses yet; the new version."""
-    with manager._operation("key_rotate", principal, None) as connection:
-        manager._require_admin(connection, principal)
-        _lock_key_changes(connection, exclusive=True)
-        ring = manager._provider.update(lambda current: current.with_new_version())
-        _audit(manager, connection, principal, "key_rotate", primary=ring.primary)
-    manager.reload_keys()
-    logger.info("added key version {} (now primary)", ring.primary)
-    return ring.primary
+    @property
+    def keyring(self) -> Keyring:
+        """The ring as last loaded."""
+        return self._keyring
 
+    def reload(self) -> Keyring:
+        """Re-read the keyring from its provider (e.g. after another process rotated it)."""
+        with self._lock:
+            self._keyring = self.provider.load()
+        return self._keyring
 
-def rotate_keys(
-    manager: CredentialManager,
-    *,
-    principal: str,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress | None = None,
-) -> RotationReport:
-    """Add a new primary key version, then re-wrap every data key under it."""
-    batch_size = _check_batch_size(batch_size)
-    primary = add_key_version(manager, principal=principal)
-    report = rewrap(manager, principal=principal, batch_size=batch_size, progress=progress)
-    return RotationReport(primary - 1, primary, report)
+    def for_write(self, connection: Connection) -> Keyring:
+        """The current ring for sealing inside ``connection``'s write transaction.
 
+        Holds the key-change lock shared until the transaction ends and reloads the ring, so
+        a row is never sealed under a version that a concurrent retire is removing, and a
+        process whose ring is stale writes under the primary another process rotated to.
+        """
+        key_rows.lock_key_changes(connection, exclusive=False)
+        return self.reload()
 
-def rewrap(
-    manager: CredentialManager,
-    *,
-    principal: str,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress | None = None,
-) -> RewrapReport:
-    """Re-wrap every data key not on the primary (finishes an interrupted rotation)."""
-    batch_size = _check_batch_size(batch_size)
-    ring = manager.reload_keys()
-    total = _pending(manager, principal, ring.primary)
-    done, batches, after = 0, 0, ""
-    unreadable: tuple[str, ...] = ()
-    _report(progress, RewrapProgress(ring.primary, done, total, 0))
-    while (batch := _rewrap_batch(manager, principal, ring, after, batch_size)).last_id:
-        done, batches, after = done + batch.rewrapped, batches + 1, batch.last_id
-        unreadable += batch.unreadable
-        _report(progress, RewrapProgress(ring.primary, done, total, len(unreadable)))
-    remaining = _pending(manager, principal, ring.primary)
-    return RewrapReport(ring.primary, done, batches, remaining, unreadable)
+    def seal(
+        self, connection: Connection, credential_id: str, credential: Credential
+    ) -> dict[str, Any]:
+        """The sealed columns of ``credential`` under the current primary (inside a write)."""
+        return _sealing.seal(self.for_write(connection), credential_id, credential)
 
+    def open(self, record: CredentialRecord) -> Credential:
+        """The credential a record holds; DecryptionError when anything does not open."""
+        return _sealing.open_row(self._keyring, record, reload=self.reload)
 
-def key_status(manager: CredentialManager, *, principal: str) -> KeyStatus:
-    """The versions in the ring and referenced by rows, with how many credentials each protects."""
-    ring = manager.reload_keys()
-    with manager._operation("key_status", principal, None, writes=False) as connection:
-        manager._require_admin(connection, principal)
-        query = select(CREDENTIALS.c.key_version, func.count()).group_by(CREDENTIALS.c.key_version)
-        counts: dict[int | None, int] = {v: n for v, n in connection.execute(query)}
-    shredded = counts.pop(None, 0)
-    versions = tuple(
-        KeyVersionStatus(v, v == ring.primary, v in ring.keys, counts.get(v, 0))
-        for v in sorted(set(ring.versions) | {v for v in counts if v is not None})
-    )
-    return KeyStatus(ring.primary, versions, shredded)
+    # -- rotation -------------------------------------------------------------------------
 
+    def add_version(self, *, principal: Actor) -> int:
+        """Durably add a new primary key version that no row uses yet; the new version."""
+        with self._operations.run("key_rotate", principal, None) as connection:
+            act = self._operations.act_as_admin(connection, principal)
+            key_rows.lock_key_changes(connection, exclusive=True)
+            ring = self.provider.update(lambda current: current.with_new_version())
+            self._operations.audit(act, "key_rotate", None, primary=ring.primary)
+        self.reload()
+        logger.info("added key version {} (now primary)", ring.primary)
+        return ring.primary
 
-def retire_key(manager: CredentialManager, version: int, *, principal: str) -> tuple[int, ...]:
-    """Remove ``version`` from the ring for good; refused while any row references it.
+    def rotate(
+        self,
+        *,
+        principal: Actor,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+    ) -> RotationReport:
+        """Add a new primary key version, then re-wrap every data key under it."""
+        batch_size = _check_batch_size(batch_size)
+        primary = self.add_version(principal=principal)
+        report = self.rewrap(principal=principal, batch_size=batch_size, progress=progress)
+        return RotationReport(primary - 1, primary, report)
 
-    Returns the versions left in the ring.
-    """
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise CredentialValidationError("version: a key version number", fields=("version",))
-    with manager._operation("key_retire", principal, None) as connection:
-        manager._require_admin(connection, principal)
-        _lock_key_changes(connection, exclusive=True)
-        _check_retirable(manager.reload_keys(), version)
-        in_use = _count(connection, CREDENTIALS.c.key_version == version)
-        if in_use:
-            raise KeyringError(
-                f"key version {version} still protects {in_use} credential(s): "
-                "run 'credman keys rewrap' first"
-            )
-        ring = manager._provider.update(lambda current: current.without_version(version))
-        _audit(manager, connection, principal, "key_retire", version=version)
-    manager.reload_keys()
-    logger.info("retired key version {}", version)
-    return ring.versions
+    def rewrap(
+        self,
+        *,
+        principal: Actor,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+    ) -> RewrapReport:
+        """Re-wrap every data key not on the primary (finishes an interrupted rotation)."""
+        batch_size = _check_batch_size(batch_size)
+        ring = self.reload()
+        total = self._pending(principal, ring.primary)
+        done, batches, after = 0, 0, ""
+        unreadable: tuple[str, ...] = ()
+        _report(progress, RewrapProgress(ring.primary, done, total, 0))
+        while (batch := self._rewrap_batch(principal, ring, after, batch_size)).last_id:
+            done, batches, after = done + batch.rewrapped, batches + 1, batch.last_id
+            unreadable += batch.unreadable
+            _report(progress, RewrapProgress(ring.primary, done, total, len(unreadable)))
+        remaining = self._pending(principal, ring.primary)
+        return RewrapReport(ring.primary, done, batches, remaining, unreadable)
+
+    def status(self, *, principal: Actor) -> KeyStatus:
+        """The versions in the ring and used by rows, with how many credentials each protects."""
+        ring = self.reload()
+        with self._operations.run("key_status", principal, None, writes=False) as connection:
+            self._operations.act_as_admin(connection, principal)
+            counts = key_rows.count_by_key_version(connection)
+        shredded = counts.pop(None, 0)
+        versions = tuple(
+            KeyVersionStatus(v, v == ring.primary, v in ring.keys, counts.get(v, 0))
+            for v in sorted(set(ring.versions) | {v for v in counts if v is not None})
+        )
+        return KeyStatus(ring.primary, versions, shredded)
+
+    def retire(self, version: int, *, principal: Actor) -> tuple[int, ...]:
+        """Remove ``version`` from the ring for good; refused while any row references it.
+
+        Returns the versions left in the ring.
+        """
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise CredentialValidationError("version: a key version number", fields=("version",))
+        with self._operations.run("key_retire", principal, None) as connection:
+            act = self._operations.act_as_admin(connection, principal)
+            key_rows.lock_key_changes(connection, exclusive=True)
+            _check_retirable(self.reload(), version)
+            in_use = key_rows.count_with_key_version(connection, version)
+            if in_use:
+                raise KeyringError(
+                    f"key version {version} still protects {in_use} credential(s): "
+                    "run 'credman keys rewrap' first"
+                )
+            ring = self.provider.update(lambda current: current.without_version(version))
+            self._operations.audit(act, "key_retire", None, version=version)
+        self.reload()
+        logger.info("retired key version {}", version)
+        return ring.versions
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _rewrap_batch(self, principal: Actor, ring: Keyring, after: str, size: int) -> _Batch:
+        """Re-wrap up to ``size`` rows after id ``after`` in one transaction."""
+        with self._operations.run("key_rewrap", principal, None) as connection:
+            act = self._operations.act_as_admin(connection, principal)
+            rows = key_rows.rewrap_candidates(connection, ring.primary, after, size)
+            if not rows:
+                return _Batch(None, 0, ())
+            moved, unreadable = rewrap_rows(connection, ring, rows)
+            detail = {"primary": ring.primary, "rewrapped": moved, "unreadable": len(unreadable)}
+            self._audit(act, "key_rewrap", **detail)
+        return _Batch(rows[-1].id, moved, unreadable)
+
+    def _audit(self, act: Act, action: str, **detail: Any) -> None:
+        self._operations.audit(act, action, None, **detail)
+
+    def _pending(self, principal: Actor, primary: int) -> int:
+        with self._operations.run("key_rewrap", principal, None, writes=False) as connection:
+            self._operations.act_as_admin(connection, principal)
+            return key_rows.count_below(connection, primary)
 
 
 def _check_retirable(ring: Keyring, version: int) -> None:
@@ -235,42 +285,7 @@ def _check_retirable(ring: Keyring, version: int) -> None:
         raise KeyringError(f"key version {version} is primary: rotate before retiring it")
 
 
-# -- one batch ------------------------------------------------------------------------------
-
-_COMPARE_AND_SET = (
-    update(CREDENTIALS)
-    .where(
-        CREDENTIALS.c.id == bindparam("row_id"),
-        CREDENTIALS.c.key_version == bindparam("old_version"),
-        CREDENTIALS.c.wrapped_dek == bindparam("old_blob"),
-    )
-    .values(key_version=bindparam("new_version"), wrapped_dek=bindparam("new_blob"))
-)
-"""Replace a wrapped data key only if the row still holds the one that was re-wrapped."""
-
-
-def _rewrap_batch(
-    manager: CredentialManager, principal: str, ring: Keyring, after: str, size: int
-) -> _Batch:
-    """Re-wrap up to ``size`` rows after id ``after`` in one transaction."""
-    with manager._operation("key_rewrap", principal, None) as connection:
-        manager._require_admin(connection, principal)
-        rows = connection.execute(
-            select(CREDENTIALS.c.id, CREDENTIALS.c.key_version, CREDENTIALS.c.wrapped_dek)
-            .where(CREDENTIALS.c.key_version < ring.primary, CREDENTIALS.c.id > after)
-            .order_by(CREDENTIALS.c.id)
-            .limit(size)
-            .with_for_update()
-        ).all()
-        if not rows:
-            return _Batch(None, 0, ())
-        moved, unreadable = _rewrap_rows(connection, ring, rows)
-        detail = {"primary": ring.primary, "rewrapped": moved, "unreadable": len(unreadable)}
-        _audit(manager, connection, principal, "key_rewrap", **detail)
-    return _Batch(rows[-1].id, moved, unreadable)
-
-
-def _rewrap_rows(
+def rewrap_rows(
     connection: Connection, ring: Keyring, rows: Sequence[Any]
 ) -> tuple[int, tuple[str, ...]]:
     """Write the re-wrapped data keys; how many rows moved, and which did not open."""
@@ -295,41 +310,7 @@ def _rewrap_rows(
                 "new_blob": new.blob,
             }
         )
-    moved = connection.execute(_COMPARE_AND_SET, changes).rowcount if changes else 0
-    return moved, tuple(unreadable)
-
-
-# -- plumbing -------------------------------------------------------------------------------
-
-
-def _lock_key_changes(connection: Connection, *, exclusive: bool) -> None:
-    if connection.dialect.name != "postgresql":
-        return  # SQLite: BEGIN IMMEDIATE already holds the database's single write lock
-    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    connection.execute(select(getattr(func, function)(_KEYRING_LOCK)))
-
-
-def _pending(manager: CredentialManager, principal: str, primary: int) -> int:
-    with manager._operation("key_rewrap", principal, None, writes=False) as connection:
-        manager._require_admin(connection, principal)
-        return _count(connection, CREDENTIALS.c.key_version < primary)
-
-
-def _count(connection: Connection, condition: Any) -> int:
-    return int(connection.execute(select(func.count()).where(condition)).scalar_one())
-
-
-def _audit(
-    manager: CredentialManager, connection: Connection, principal: str, action: str, **detail: Any
-) -> None:
-    manager._audit.append(
-        connection,
-        at=manager._now(),
-        principal=principal,
-        action=action,
-        credential_id=None,
-        detail=detail,
-    )
+    return key_rows.replace_wrapped_keys(connection, changes), tuple(unreadable)
 
 
 def _report(progress: Progress | None, event: RewrapProgress) -> None:

@@ -1,74 +1,180 @@
-"""``CredentialManager``: the public facade over lifecycle, crypto, storage, access and audit.
+"""``CredentialManager``: the composition root and public facade.
 
-The plumbing (transactions, audited refusals, guarded transitions) is in ``_base``, and
-refresh, the sweep and ``auth`` in ``_maintenance``; this module is the API of API.md.
+It builds the services (operations, keys, credentials, refresher, probes, sweep, grants,
+audit trail) from configuration and hands each its collaborators; every public method is a
+short delegation. No service knows the manager.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
-from types import SimpleNamespace
-from typing import Any
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Self, TypeVar, overload
 
-from loguru import logger
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from credman import _material, keys, refresh
-from credman._base import (
-    Act,
-    CredentialInfo,
-    Transition,
-    check_credential_id,
-    check_reason,
-    check_state,
-    info_of,
-    transition_of,
+from credman._operation import Operations
+from credman.access import AccessPolicy, Grant
+from credman.audit import AuditEvent, AuditLog, AuditReport
+from credman.audit_trail import AuditTrail
+from credman.clock import Clock, as_clock
+from credman.config import Settings
+from credman.connect import Connections, ConnectSession
+from credman.credentials import Credentials
+from credman.crypto import EnvKeyProvider, KeyFileProvider, KeyProvider, Keyring
+from credman.errors import CredentialError, CredentialValidationError, StorageError
+from credman.grants import Grants
+from credman.httpx_auth import AccessAuth
+from credman.keys import (
+    DEFAULT_BATCH_SIZE,
+    KeyManager,
+    KeyStatus,
+    Progress,
+    RewrapReport,
+    RotationReport,
 )
-from credman._maintenance import Maintenance
-from credman.access import (
-    Grant,
-    check_pattern,
-    check_principal,
-    parse_permissions,
-)
-from credman.audit import AuditEvent, AuditReport
-from credman.auth import CredentialAuth
-from credman.connect import Connecting
-from credman.errors import (
-    CredentialUnusable,
-    CredentialValidationError,
-    StorageError,
-)
-from credman.lifecycle import (
-    CREDENTIAL_TYPES,
-    Credential,
-    OAuth2,
-    Permission,
-    State,
-    next_due_at,
-)
-from credman.notify import CredentialEvent, EventKind
-from credman.refresh import (
-    ensure_usable,
-    is_refreshable,
-    past_expiry,
-    refresh_failing,
-    wants_refresh,
-)
-from credman.storage import engine as storage
-from credman.storage import repository
+from credman.lifecycle import Credential, Permission, RefreshPolicy, State
+from credman.models import Access, CredentialInfo, Transition
+from credman.notify import Hook, Notifier
+from credman.oauth.device import DeviceAuthorization
+from credman.probes import ProbeResult, Probes
+from credman.refresher import Refresher
+from credman.storage import make_engine, migrate
+from credman.sweep import Sweep, TickReport
+from credman.validation import check_credential_id
 
-__all__ = ["CredentialInfo", "CredentialManager", "Transition", "check_credential_id"]
+__all__ = ["CredentialManager"]
 
-_VIEW = frozenset({Permission.USE, Permission.MANAGE, Permission.AUDIT})
-_HISTORY = frozenset({Permission.MANAGE, Permission.AUDIT})
-_AUDIT = frozenset({Permission.AUDIT})
-_MAX_AUDIT_LIMIT = 100_000
+C = TypeVar("C", bound=Credential)
+T = TypeVar("T")
 
 
-class CredentialManager(Connecting, Maintenance):
-    """Stores, serves, refreshes and revokes credentials; see API.md for the contract."""
+class CredentialManager:
+    """Stores, serves, refreshes and revokes credentials; the embedded API."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        key_file: str | None = None,
+        *,
+        key_provider: KeyProvider | None = None,
+        admins: Iterable[str] | None = None,
+        refresh_policy: RefreshPolicy | None = None,
+        clock: Clock | Callable[[], datetime] | None = None,
+        synchronous: str = "FULL",
+        migrate_schema: bool = True,
+        hooks: Iterable[Hook] = (),
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        settings = Settings.from_env(database_url=database_url, key_file=key_file)
+        provider = key_provider or (
+            EnvKeyProvider(settings.key_env)
+            if settings.key_env
+            else KeyFileProvider(settings.key_file)
+        )
+        keyring = provider.load()  # no key, no start
+        self.policy = refresh_policy or RefreshPolicy()
+        self.clock = as_clock(clock)
+        self.database_url = make_url(settings.database_url).render_as_string(hide_password=True)
+        self._http = http_client or httpx.Client(follow_redirects=False)
+        self._owns_http = http_client is None
+        self._engine = make_engine(
+            settings.database_url, synchronous=synchronous, create=migrate_schema
+        )
+        try:
+            self._prepare_schema(migrate_schema)
+        except BaseException:
+            self.close()
+            raise
+        access = AccessPolicy(settings.admins if admins is None else admins)
+        ops = Operations(self._engine, AuditLog(keyring.audit_key()), access, self.clock)
+        notifier = Notifier(hooks)
+        self.keys = KeyManager(provider, keyring, ops)
+        self._refresher = Refresher(ops, self.keys, notifier, self.policy, self._http)
+        self._credentials = Credentials(ops, self.keys, self._refresher, notifier, self.policy)
+        self._probes = Probes(
+            ops, self._credentials, self._refresher, notifier, self.policy, self._http
+        )
+        self._sweep = Sweep(ops, self._refresher, self._probes, notifier)
+        self._grants = Grants(ops)
+        self._audit = AuditTrail(ops)
+        self._connections = Connections(ops, self.keys, notifier, self.policy, self._http)
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        key_provider: KeyProvider | None = None,
+        refresh_policy: RefreshPolicy | None = None,
+        hooks: Iterable[Hook] = (),
+        migrate_schema: bool = True,
+    ) -> Self:
+        """A manager configured from CREDMAN_* environment variables."""
+        return cls(
+            key_provider=key_provider,
+            refresh_policy=refresh_policy,
+            hooks=hooks,
+            migrate_schema=migrate_schema,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CredentialManager(database_url={self.database_url!r}, keyring={self.keys.keyring!r})"
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release database connections and the HTTP client."""
+        self._engine.dispose()
+        if self._owns_http:
+            self._http.close()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _prepare_schema(self, migrate_schema: bool) -> None:
+        if migrate_schema:
+            self.migrate()
+        else:
+            self._storage_call(lambda: migrate.check_current(self._engine, self.database_url))
+
+    def schema_revision(self) -> str | None:
+        """The schema revision the database is at (None: not a credman database yet)."""
+        return self._storage_call(lambda: migrate.current_revision(self._engine))
+
+    def migrate(self) -> str:
+        """Bring the database to this version's schema (safe in parallel); the revision."""
+        head = migrate.head_revision()
+        if self.schema_revision() != head:
+            self._storage_call(lambda: migrate.upgrade(self._engine))
+        return head
+
+    def _storage_call(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot prepare the database: {type(exc).__name__}") from None
+        except CredentialError:
+            raise
+        except Exception as exc:  # alembic: a revision this code does not know
+            raise StorageError(
+                "the database schema is not one this version of credman knows "
+                f"({type(exc).__name__}); upgrade credman"
+            ) from None
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for operators' tooling and tests that play an attacker)."""
+        return self._engine
 
     # -- credentials ----------------------------------------------------------------------
 
@@ -81,245 +187,162 @@ class CredentialManager(Connecting, Maintenance):
         reason: str | None = None,
     ) -> CredentialInfo:
         """Validate, encrypt and upsert; a new credential ends ACTIVE, an update UPDATED."""
-        credential_id = check_credential_id(credential_id)
-        reason = check_reason(reason)
-        if not isinstance(credential, Credential):
-            names = ", ".join(cls.__name__ for cls in CREDENTIAL_TYPES.values())
+        return self._credentials.store(
+            credential_id, credential, principal=principal, reason=reason
+        )
+
+    @overload
+    def get(self, credential_id: str, *, principal: str) -> Credential: ...
+    @overload
+    def get(self, credential_id: str, *, principal: str, as_type: type[C]) -> C: ...
+    def get(
+        self, credential_id: str, *, principal: str, as_type: type[Credential] | None = None
+    ) -> Credential:
+        """The whole decrypted credential (needs ``read``), refreshed first when due; audited.
+
+        Secret fields are ``Secret`` values. ``as_type`` checks and narrows the type.
+        """
+        credential, _ = self._credentials.get(credential_id, principal=principal)
+        if as_type is not None and not isinstance(credential, as_type):
+            wanted = as_type.__name__
+            message = f"as_type: credential {credential_id!r} is a {credential.kind}, not {wanted}"
             raise CredentialValidationError(
-                f"credential: expected one of {names}", fields=("credential",)
+                message, fields=("as_type",), credential_id=credential_id
             )
-        with self._operation("store", principal, credential_id) as connection:
-            act = self._act(connection, principal, credential_id, {Permission.MANAGE})
-            credential = credential.resolved(act.now)
-            keyring = keys.keyring_for_write(self, connection)
-            values = _material.seal(keyring, credential_id, credential) | {
-                "expires_at": credential.expires_at_or_none,
-                "material_at": act.now,
-                "next_due_at": next_due_at(credential, act.now, self._policy, refresh.jitter()),
-                "lease_owner": None,
-                "lease_until": None,
-                "attempts": 0,
-                "last_error": None,
-                "probe_due_at": act.now if credential.probe else None,
-            }
-            row = repository.load_credential(
-                connection, credential_id, for_update=True, missing_ok=True
-            )
-            pending = isinstance(credential, OAuth2) and credential.awaiting_connect
-            if row is None and pending:  # registered for connect: CREATED until authorised
-                row = self._create(act, credential_id, values, reason)
-                repository.insert_credential(
-                    connection, {**vars(row), "version": 1, "updated_at": act.now}
-                )
-            elif row is None:
-                row = self._create(act, credential_id, values, reason)
-                self._change(act, row, "activate", reason=reason)
-            elif pending:
-                raise CredentialValidationError(
-                    "credential: it exists; re-authorise it with connect instead of "
-                    "storing one without tokens",
-                    fields=("credential",),
-                    credential_id=credential_id,
-                )
-            else:
-                self._change(act, row, "update", values, reason=reason)
-            info = info_of(repository.load_credential(connection, credential_id))
-            action = "create" if info.version == 1 else "update"
-            self._audit_ok(act, action, credential_id, type=credential.kind, version=info.version)
-        logger.info("stored {} {!r} (version {})", credential.kind, credential_id, info.version)
-        return info
+        return credential
 
-    def _create(
-        self, act: Act, credential_id: str, values: dict[str, Any], reason: str | None
-    ) -> SimpleNamespace:
-        """The CREATED credential, recorded in history; the ``activate`` that follows inserts it."""
-        repository.append_history(
-            act.connection,
-            credential_id=credential_id,
-            from_state=None,
-            to_state=State.CREATED,
-            trigger="create",
-            principal=act.principal,
-            reason=reason,
-            at=act.now,
-            version=1,
-        )
-        return SimpleNamespace(
-            id=credential_id, state=State.CREATED, version=0, created_at=act.now, **values
-        )
+    def access(self, credential_id: str, *, principal: str, min_ttl: float = 0) -> Access:
+        """Request material (needs ``use``), valid for at least ``min_ttl`` seconds; audited."""
+        return self._credentials.access(credential_id, principal=principal, min_ttl=min_ttl)
 
-    def get(self, credential_id: str, *, principal: str) -> Credential:
-        """The decrypted credential, refreshed first when due; secret fields are ``Secret``.
-
-        Audited. A credential within its refresh margin is refreshed before it is returned
-        (once, however many callers ask at the same time); a transient refresh failure
-        while the current token still works returns the current token.
-        """
-        return self._get_versioned(credential_id, principal)[0]
-
-    def _get_versioned(self, credential_id: str, principal: str) -> tuple[Credential, int]:
-        """What ``get`` returns, with the version it was read at (for the 401 path)."""
+    def auth(self, credential_id: str, *, principal: str, min_ttl: float = 0) -> AccessAuth:
+        """An ``httpx.Auth`` (sync and async) over :meth:`access`; on a 401 renews once."""
         credential_id = check_credential_id(credential_id)
-        for _ in range(3):
-            read = self._read(credential_id, principal)
-            if read is not None:
-                return read
-            self._refresh_flight(credential_id, principal, frozenset({Permission.USE}))
-        message = f"credential {credential_id!r} keeps changing; try again"
-        raise CredentialUnusable(credential_id, "busy", message)
-
-    def _read(self, credential_id: str, principal: str) -> tuple[Credential, int] | None:
-        """One audited read and the version read; None when a refresh must come first.
-
-        Material past its expiry is never handed out: the credential moves to EXPIRED
-        (keeping a pending retry time, if a refresh is backing off) and the read fails.
-        """
-        with self._operation("read", principal, credential_id) as connection:
-            act = self._act(connection, principal, credential_id, {Permission.USE})
-            row = repository.load_credential(connection, credential_id, for_update=True)
-            if wants_refresh(row, act.now):
-                return None
-            ensure_usable(row, act.now)
-            expired = past_expiry(row, act.now)
-            if expired:
-                retrying = is_refreshable(row)
-                values = {} if retrying else {"next_due_at": None}
-                version = self._change(act, row, "expire", values)
-                self._audit_ok(act, "expire", credential_id, version=version)
-            else:
-                credential = self._open(row)
-                self._audit_ok(act, "read", credential_id, version=row.version)
-        if not expired:
-            return credential, row.version
-        # raised after the commit, so the expiry stays recorded
-        self._emit(
-            CredentialEvent(
-                kind=EventKind.EXPIRED, credential_id=credential_id, state=State.EXPIRED, at=act.now
-            )
+        return AccessAuth(
+            credential_id,
+            lambda: self.access(credential_id, principal=principal, min_ttl=min_ttl),
+            lambda version: self._refresher.renew(credential_id, principal, version),
         )
-        if retrying:
-            raise refresh_failing(row)
-        raise CredentialUnusable(credential_id, State.EXPIRED, "its material has expired")
-
-    def refresh(self, credential_id: str, *, principal: str, force: bool = False) -> CredentialInfo:
-        """Refresh now (``force``) or only when due; raises RefreshFailed when it fails."""
-        credential_id = check_credential_id(credential_id)
-        self._refresh_flight(credential_id, principal, frozenset({Permission.MANAGE}), force=force)
-        return self.info(credential_id, principal=principal)
-
-    def auth(self, credential_id: str, *, principal: str) -> CredentialAuth:
-        """An ``httpx.Auth`` (sync and async) that injects the credential and, on a 401,
-        refreshes once and retries once."""
-        return CredentialAuth(self, check_credential_id(credential_id), principal)
 
     def info(self, credential_id: str, *, principal: str) -> CredentialInfo:
         """Metadata and state; no secret values."""
-        credential_id = check_credential_id(credential_id)
-        with self._operation("info", principal, credential_id, writes=False) as connection:
-            self._act(connection, principal, credential_id, _VIEW)
-            return info_of(repository.load_credential(connection, credential_id))
+        return self._credentials.info(credential_id, principal=principal)
 
-    def history(self, credential_id: str, *, principal: str) -> list[Transition]:
+    def history(self, credential_id: str, *, principal: str) -> builtins.list[Transition]:
         """Every transition of the credential, oldest first."""
-        credential_id = check_credential_id(credential_id)
-        with self._operation("history", principal, credential_id, writes=False) as connection:
-            self._act(connection, principal, credential_id, _HISTORY)
-            repository.load_credential(connection, credential_id)
-            return [
-                transition_of(row) for row in repository.history_rows(connection, credential_id)
-            ]
+        return self._credentials.history(credential_id, principal=principal)
 
     def list(
         self, *, principal: str, state: State | str | None = None
     ) -> builtins.list[CredentialInfo]:
-        """The credentials ``principal`` may see (use, manage or audit), by id."""
-        wanted = check_state(state) if state is not None else None
-        with self._operation("list", principal, None, writes=False) as connection:
-            return [
-                info_of(row)
-                for row in repository.iter_credentials(connection, state=wanted)
-                if self._access.permissions(connection, principal, row.id) & _VIEW
-            ]
+        """The credentials ``principal`` may see (any grant on them), by id."""
+        return self._credentials.list(principal=principal, state=state)
 
     def revoke(
         self, credential_id: str, *, principal: str, reason: str | None = None
     ) -> CredentialInfo:
         """Withdraw for good: REVOKED, secret material and data key destroyed; history kept."""
-        credential_id = check_credential_id(credential_id)
-        reason = check_reason(reason)
-        with self._operation("revoke", principal, credential_id) as connection:
-            act = self._act(connection, principal, credential_id, {Permission.MANAGE})
-            row = repository.load_credential(connection, credential_id, for_update=True)
-            version = self._change(act, row, "revoke", _material.SHREDDED, reason=reason)
-            self._audit_ok(act, "revoke", credential_id, version=version)
-            info = info_of(repository.load_credential(connection, credential_id))
-        storage.checkpoint(self._engine)  # SQLite: no copy of the old pages stays in the WAL
-        logger.info("revoked {!r}", credential_id)
-        self._emit(
-            CredentialEvent(
-                kind=EventKind.REVOKED,
-                credential_id=credential_id,
-                state=State.REVOKED,
-                at=info.updated_at,
-            )
-        )
-        return info
+        return self._credentials.revoke(credential_id, principal=principal, reason=reason)
 
-    def _force(
+    # -- connect and re-authorize ---------------------------------------------------------
+
+    def connect(
+        self,
+        credential_id: str,
+        *,
+        redirect_uri: str,
+        scope: str | None = None,
+        principal: str,
+    ) -> ConnectSession:
+        """Open a connect (authorization code + PKCE S256): where to send the user (MANAGE)."""
+        return self._connections.connect(
+            credential_id, redirect_uri=redirect_uri, scope=scope, principal=principal
+        )
+
+    def complete_connect(
+        self,
+        *,
+        state: str,
+        code: str | None,
+        principal: str,
+        redirect_uri: str | None = None,
+        error: str | None = None,
+    ) -> CredentialInfo:
+        """Finish a connect from the callback: ACTIVE (first connect) or UPDATED (re-authorized).
+
+        Raises ``AuthorizationFailed`` for a forged, replayed, expired or mismatched callback
+        and for the provider's refusal (``error=access_denied``...); nothing changes then.
+        """
+        return self._connections.complete_connect(
+            state=state, code=code, principal=principal, redirect_uri=redirect_uri, error=error
+        )
+
+    def connect_device(
+        self,
+        credential_id: str,
+        *,
+        principal: str,
+        show: Callable[[DeviceAuthorization], None],
+        deadline: datetime | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> CredentialInfo:
+        """Connect through the device grant (RFC 8628): ``show`` displays the user code."""
+        return self._connections.connect_device(
+            credential_id, principal=principal, show=show, deadline=deadline, sleep=sleep
+        )
+
+    def force_transition(
         self, credential_id: str, trigger: str, *, principal: str, reason: str | None = None
     ) -> CredentialInfo:
-        """Fire a bare trigger with no other change (tests and repairs; still guarded)."""
-        with self._operation("transition", principal, credential_id) as connection:
-            act = self._act(connection, principal, credential_id, {Permission.MANAGE})
-            row = repository.load_credential(connection, credential_id, for_update=True)
-            version = self._change(act, row, trigger, reason=reason)
-            self._audit_ok(act, "transition", credential_id, trigger=trigger, version=version)
-            return info_of(repository.load_credential(connection, credential_id))
+        """Fire one lifecycle trigger with no other change (repairs; guarded, audited, manage)."""
+        return self._credentials.force_transition(
+            credential_id, trigger, principal=principal, reason=reason
+        )
+
+    # -- freshness ------------------------------------------------------------------------
+
+    def refresh(self, credential_id: str, *, principal: str, force: bool = False) -> CredentialInfo:
+        """Refresh now (``force``) or only when due; raises RefreshFailed when it fails."""
+        credential_id = check_credential_id(credential_id)
+        self._refresher.refresh(credential_id, principal, force=force)
+        return self.info(credential_id, principal=principal)
+
+    def renew(self, credential_id: str, *, principal: str, rejected_version: int) -> bool:
+        """The resource refused material of ``rejected_version``: refresh once unless the
+        stored version already moved on (needs ``use``). Whether new material is worth a retry."""
+        credential_id = check_credential_id(credential_id)
+        return self._refresher.renew(credential_id, principal, rejected_version)
+
+    def tick(
+        self, now: datetime | None = None, *, limit: int = 1000, workers: int = 4
+    ) -> TickReport:
+        """Do the due work: refresh tokens in their margin, expire what cannot refresh,
+        recover stale leases, re-run due probes. Safe in any number of processes at once."""
+        return self._sweep.tick(now, limit=limit, workers=workers)
+
+    def next_wakeup(self) -> datetime | None:
+        """The earliest due time of any credential (for the scheduler's one-shot wake-up)."""
+        return self._sweep.next_wakeup()
+
+    def test(self, credential_id: str, *, principal: str) -> ProbeResult:
+        """Apply the credential to its probe; record and audit the outcome (needs ``use``)."""
+        return self._probes.test(credential_id, principal=principal)
 
     # -- access ---------------------------------------------------------------------------
 
     def grant(
-        self,
-        grantee: str,
-        pattern: str,
-        permissions: Iterable[str | Permission],
-        *,
-        principal: str,
+        self, grantee: str, pattern: str, permissions: Iterable[str | Permission], *, principal: str
     ) -> Grant:
         """Give ``grantee`` permissions on credentials matching ``pattern`` (admin only)."""
-        check_principal(grantee)
-        check_pattern(pattern)
-        wanted = parse_permissions(permissions)
-        with self._operation("grant", principal, None) as connection:
-            self._require_admin(connection, principal)
-            act = Act(connection, principal, frozenset(), self._now())
-            grant = self._access.add(connection, grantee, pattern, wanted, by=principal, at=act.now)
-            permissions_text = ",".join(sorted(wanted))
-            self._audit_ok(
-                act, "grant", None, grantee=grantee, pattern=pattern, permissions=permissions_text
-            )
-        return grant
+        return self._grants.grant(grantee, pattern, permissions, principal=principal)
 
     def revoke_grant(self, grantee: str, pattern: str, *, principal: str) -> bool:
         """Remove ``grantee``'s grant on ``pattern`` (admin only); whether one existed."""
-        check_principal(grantee)
-        check_pattern(pattern)
-        with self._operation("revoke_grant", principal, None) as connection:
-            self._require_admin(connection, principal)
-            act = Act(connection, principal, frozenset(), self._now())
-            removed = self._access.remove(connection, grantee, pattern)
-            self._audit_ok(
-                act, "revoke_grant", None, grantee=grantee, pattern=pattern, removed=removed
-            )
-        return removed
+        return self._grants.revoke(grantee, pattern, principal=principal)
 
     def grants(self, *, principal: str, grantee: str | None = None) -> builtins.list[Grant]:
         """The grants in force (needs ``audit`` on ``*``)."""
-        if grantee is not None:
-            check_principal(grantee)
-        with self._operation("grants", principal, None, writes=False) as connection:
-            self._act(connection, principal, "*", _AUDIT)
-            return self._access.grants(connection, grantee)
+        return self._grants.list(principal=principal, grantee=grantee)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -327,29 +350,33 @@ class CredentialManager(Connecting, Maintenance):
         self,
         *,
         principal: str,
-        batch_size: int = keys.DEFAULT_BATCH_SIZE,
-        progress: keys.Progress | None = None,
-    ) -> keys.RotationReport:
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+    ) -> RotationReport:
         """Add a new primary key version and re-wrap every data key under it (admin)."""
-        return keys.rotate_keys(self, principal=principal, batch_size=batch_size, progress=progress)
+        return self.keys.rotate(principal=principal, batch_size=batch_size, progress=progress)
 
     def rewrap_keys(
         self,
         *,
         principal: str,
-        batch_size: int = keys.DEFAULT_BATCH_SIZE,
-        progress: keys.Progress | None = None,
-    ) -> keys.RewrapReport:
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+    ) -> RewrapReport:
         """Re-wrap data keys not yet on the primary; finishes an interrupted rotation (admin)."""
-        return keys.rewrap(self, principal=principal, batch_size=batch_size, progress=progress)
+        return self.keys.rewrap(principal=principal, batch_size=batch_size, progress=progress)
 
-    def key_status(self, *, principal: str) -> keys.KeyStatus:
+    def key_status(self, *, principal: str) -> KeyStatus:
         """Key versions, the primary, and how many credentials each protects (admin)."""
-        return keys.key_status(self, principal=principal)
+        return self.keys.status(principal=principal)
 
     def retire_key(self, version: int, *, principal: str) -> tuple[int, ...]:
         """Remove a key version for good; refused while any row uses it (admin)."""
-        return keys.retire_key(self, version, principal=principal)
+        return self.keys.retire(version, principal=principal)
+
+    def reload_keys(self) -> Keyring:
+        """Re-read the keyring from its provider (e.g. after another process rotated it)."""
+        return self.keys.reload()
 
     # -- audit ----------------------------------------------------------------------------
 
@@ -358,14 +385,11 @@ class CredentialManager(Connecting, Maintenance):
 
         Pass an ``anchor`` (a head exported earlier) to detect a rewrite of the newest rows.
         """
-        try:
-            return self._audit.verify(self._engine, anchor=anchor)
-        except SQLAlchemyError as exc:
-            raise StorageError(f"cannot read the audit trail: {type(exc).__name__}") from None
+        return self._audit.verify(anchor)
 
     def audit_head(self) -> tuple[int, str]:
         """The audit chain's last sequence number and hash, for anchoring elsewhere."""
-        return self._audit.head(self._engine)
+        return self._audit.head()
 
     def audit_events(
         self,
@@ -377,22 +401,10 @@ class CredentialManager(Connecting, Maintenance):
         credential_id: str | None = None,
     ) -> builtins.list[AuditEvent]:
         """The newest audit events (needs ``audit`` on ``*``), oldest first."""
-        if not isinstance(limit, int) or not 1 <= limit <= _MAX_AUDIT_LIMIT:
-            message = f"limit: a whole number from 1 to {_MAX_AUDIT_LIMIT}"
-            raise CredentialValidationError(message, fields=("limit",))
-        if subject is not None:
-            check_principal(subject)
-        if credential_id is not None:
-            check_credential_id(credential_id)
-        with self._operation("audit_read", principal, None, writes=False) as connection:
-            self._act(connection, principal, "*", _AUDIT)
-        try:
-            return self._audit.events(
-                self._engine,
-                limit=limit,
-                principal=subject,
-                outcome=outcome,
-                credential_id=credential_id,
-            )
-        except SQLAlchemyError as exc:
-            raise StorageError(f"cannot read the audit trail: {type(exc).__name__}") from None
+        return self._audit.events(
+            principal=principal,
+            limit=limit,
+            outcome=outcome,
+            subject=subject,
+            credential_id=credential_id,
+        )

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,7 +23,7 @@ from loguru import logger
 
 from credman.oauth import backoff_delay
 
-__all__ = ["CredentialEvent", "EventKind", "Hook", "WebhookNotifier"]
+__all__ = ["CredentialEvent", "EventKind", "Hook", "Notifier", "WebhookNotifier"]
 
 
 class EventKind(StrEnum):
@@ -64,6 +64,25 @@ class Hook(Protocol):
 
     def __call__(self, event: CredentialEvent) -> None:
         """Handle one event; exceptions are logged, not raised."""
+
+
+class Notifier:
+    """Passes committed events to every hook; a failing hook is logged and skipped."""
+
+    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+        self.hooks = tuple(hooks)
+
+    def __repr__(self) -> str:
+        return f"Notifier({len(self.hooks)} hooks)"
+
+    def emit(self, *events: CredentialEvent) -> None:
+        """Deliver ``events`` to each hook in turn (call only after the change committed)."""
+        for event in events:
+            for hook in self.hooks:
+                try:
+                    hook(event)
+                except Exception as exc:  # a hook never undoes or fails a committed change
+                    logger.error("notification hook failed: {}", type(exc).__name__)
 
 
 class WebhookNotifier:

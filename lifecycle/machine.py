@@ -23,6 +23,7 @@ from typing import Any, cast
 from transitions import EventData, Machine
 
 from credman.errors import AccessDenied, InvalidTransition
+from credman.lifecycle import decisions
 from credman.lifecycle.states import Permission, State
 
 __all__ = ["EDGES", "GUARDS", "Edge", "Subject", "fire", "legal_triggers", "target_of"]
@@ -45,23 +46,11 @@ class Subject:
     refused_by: str | None = field(default=None, init=False)
 
 
-def _past_expiry(subject: Subject) -> bool:
-    return subject.expires_at is not None and subject.now >= subject.expires_at
-
-
-def _token_valid(subject: Subject) -> bool:
-    return subject.expires_at is None or subject.now < subject.expires_at
-
-
-def _lease_stale(subject: Subject) -> bool:
-    return subject.lease_until is None or subject.now >= subject.lease_until
-
-
 GUARDS: dict[str, Callable[[Subject], bool]] = {
     "refreshable": lambda subject: subject.refreshable,
-    "past_expiry": _past_expiry,
-    "token_valid": _token_valid,
-    "lease_stale": _lease_stale,
+    "past_expiry": lambda subject: decisions.past_expiry(subject.expires_at, subject.now),
+    "token_valid": lambda subject: decisions.token_valid(subject.expires_at, subject.now),
+    "lease_stale": lambda subject: decisions.lease_stale(subject.lease_until, subject.now),
 }
 """Guards by name; each is a pure predicate of the subject."""
 
@@ -82,7 +71,7 @@ EDGES: tuple[Edge, ...] = (
     Edge("activate", (S.CREATED,), S.ACTIVE, Permission.MANAGE,
          doc="a validated, encrypted credential becomes usable (also a first connect)"),
     Edge("update", (S.ACTIVE, S.UPDATED, S.EXPIRED, S.REFRESHING), S.UPDATED, Permission.MANAGE,
-         doc="new material stored by an operator (also re-authorisation of an EXPIRED one)"),
+         doc="new material stored by an operator (also re-authorization of an EXPIRED one)"),
     Edge("start_refresh", (S.ACTIVE, S.UPDATED, S.EXPIRED), S.REFRESHING, Permission.USE,
          ("refreshable",), doc="a refresh claims the credential with a lease"),
     Edge("refresh_succeeded", (S.REFRESHING,), S.UPDATED, Permission.USE,

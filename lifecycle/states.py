@@ -21,7 +21,8 @@ class State(StrEnum):
 class Permission(StrEnum):
     """What a grant allows a principal to do with a credential."""
 
-    USE = "use"  # obtain auth material (get, auth, token); may cause due refreshes
+    USE = "use"  # request material only (access, auth, token); may cause due refreshes
+    READ = "read"  # the whole decrypted credential (get): refresh tokens, client secrets, keys
     MANAGE = "manage"  # store, update, refresh on demand, revoke
     AUDIT = "audit"  # read metadata, history and the audit trail
     ADMIN = "admin"  # everything, including grants and key rotation

@@ -11,7 +11,7 @@ once, instead of being dropped (APScheduler's default grace of 1 s would drop it
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -19,7 +19,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
 
-from credman.refresh import TickReport
+from credman.sweep import TickReport
 
 if TYPE_CHECKING:
     from credman.manager import CredentialManager
@@ -104,7 +104,7 @@ class CredentialScheduler:
             return
         self._scheduler.add_job(
             self.sweep,
-            DateTrigger(run_date=max(due, datetime.now(UTC)), timezone=UTC),
+            DateTrigger(run_date=max(due, self.manager.clock.now()), timezone=UTC),
             id=_WAKEUP,
             replace_existing=True,
             coalesce=True,

@@ -1,0 +1,37 @@
+"""All of credman's SQL: tables, engines and transactions, typed records, migrations.
+
+Nothing outside this package builds a query; services call these modules inside the
+transactions that :mod:`credman.storage.engine` opens.
+"""
+
+from credman.storage import audit, connect, engine, grants, keys, migrate, repository
+from credman.storage.engine import checkpoint, is_sqlite, make_engine, read, write
+from credman.storage.records import (
+    AuditRecord,
+    ConnectSessionRecord,
+    CredentialRecord,
+    DueCredential,
+    GrantRecord,
+    HistoryRecord,
+)
+
+__all__ = [
+    "AuditRecord",
+    "ConnectSessionRecord",
+    "CredentialRecord",
+    "DueCredential",
+    "GrantRecord",
+    "HistoryRecord",
+    "audit",
+    "checkpoint",
+    "connect",
+    "engine",
+    "grants",
+    "is_sqlite",
+    "keys",
+    "make_engine",
+    "migrate",
+    "read",
+    "repository",
+    "write",
+]

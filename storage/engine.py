@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from credman.errors import CredentialValidationError
+from credman.errors import CredentialValidationError, StorageError
 
 __all__ = ["BUSY_TIMEOUT_SECONDS", "checkpoint", "is_sqlite", "make_engine", "read", "write"]
 
@@ -36,8 +36,11 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
-    """An engine for ``url`` (sqlite:///PATH or postgresql+psycopg://...) set up for credman."""
+def make_engine(url: str, *, synchronous: str = "FULL", create: bool = True) -> Engine:
+    """An engine for ``url`` (sqlite:///PATH or postgresql+psycopg://...) set up for credman.
+
+    With ``create=False`` a missing SQLite file (or its folder) is an error, not created.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -45,7 +48,7 @@ def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
             "database_url: not a database URL", fields=("database_url",)
         ) from None
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, synchronous)
+        return _sqlite_engine(url, parsed.database, synchronous, create)
     if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     raise CredentialValidationError(
@@ -55,7 +58,7 @@ def make_engine(url: str, *, synchronous: str = "FULL") -> Engine:
     )
 
 
-def _sqlite_engine(url: str, database: str | None, synchronous: str) -> Engine:
+def _sqlite_engine(url: str, database: str | None, synchronous: str, create: bool) -> Engine:
     if not database or database == ":memory:" or database.startswith("file:"):
         raise CredentialValidationError(
             "database_url: SQLite needs a file path (sqlite:///PATH)", fields=("database_url",)
@@ -64,7 +67,10 @@ def _sqlite_engine(url: str, database: str | None, synchronous: str) -> Engine:
         raise CredentialValidationError(
             "synchronous: FULL, NORMAL or EXTRA", fields=("synchronous",)
         )
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = Path(database).expanduser()
+    if not create and not path.is_file():
+        raise StorageError(f"no credman database at {path} (run credman init)")
+    path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
 
     @event.listens_for(engine, "connect")

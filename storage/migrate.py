@@ -10,9 +10,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 
+from credman.errors import StorageError
 from credman.storage.engine import read, write
 
-__all__ = ["MIGRATIONS", "current_revision", "head_revision", "upgrade"]
+__all__ = ["MIGRATIONS", "check_current", "current_revision", "head_revision", "upgrade"]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _LOCK_KEY = 0x63726D6E  # "crmn": serialises concurrent upgrades on PostgreSQL
@@ -44,3 +45,12 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         command.upgrade(_config(connection), revision)
+
+
+def check_current(engine: Engine, where: str) -> None:
+    """Raise StorageError unless the database at ``where`` is at the code's revision."""
+    current = current_revision(engine)
+    if current is None:
+        raise StorageError(f"no credman database at {where} (run credman init)")
+    if current != head_revision():
+        raise StorageError(f"the schema at {where} is at revision {current}: run credman migrate")

@@ -10,33 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from credman.errors import ConcurrentUpdate, NotFound
-from credman.storage.tables import ConnectSessionRow, CredentialRow, HistoryRow
+from credman.storage.records import CredentialRecord, DueCredential, HistoryRecord
+from credman.storage.tables import CredentialRow, HistoryRow
 
 __all__ = [
-    "CONNECT_SESSIONS",
     "CREDENTIALS",
     "HISTORY",
     "append_history",
-    "delete_expired_connect_sessions",
+    "due_credentials",
+    "earliest_due",
     "history_rows",
-    "insert_connect_session",
     "insert_credential",
     "iter_credentials",
-    "load_connect_session",
     "load_credential",
     "record_probe",
-    "spend_connect_session",
     "update_credential",
 ]
 
 CREDENTIALS = CredentialRow.__table__  # type: ignore[attr-defined]
 HISTORY = HistoryRow.__table__  # type: ignore[attr-defined]
-CONNECT_SESSIONS = ConnectSessionRow.__table__  # type: ignore[attr-defined]
 
 
 # Statements are built once: constructing a Core statement per call cost more than the
@@ -55,6 +52,24 @@ _UPDATE = update(CREDENTIALS).where(CREDENTIALS.c.id == bindparam("b_id"))
 _APPEND_HISTORY = insert(HISTORY)
 
 
+@overload
+def load_credential(
+    connection: Connection,
+    credential_id: str,
+    *,
+    for_update: bool = ...,
+    skip_locked: bool = ...,
+    missing_ok: Literal[False] = ...,
+) -> CredentialRecord: ...
+@overload
+def load_credential(
+    connection: Connection,
+    credential_id: str,
+    *,
+    for_update: bool = ...,
+    skip_locked: bool = ...,
+    missing_ok: bool,
+) -> CredentialRecord | None: ...
 def load_credential(
     connection: Connection,
     credential_id: str,
@@ -62,17 +77,19 @@ def load_credential(
     for_update: bool = False,
     skip_locked: bool = False,
     missing_ok: bool = False,
-) -> Any:
-    """The credential row, or NotFound (or None with ``missing_ok``).
+) -> CredentialRecord | None:
+    """The credential, or NotFound (or None with ``missing_ok``).
 
     ``skip_locked`` (PostgreSQL) gives None instead of waiting when another transaction
     holds the row, so a sweep moves on to the next due credential.
     """
     query = _LOAD[(for_update or skip_locked, skip_locked)]
     row = connection.execute(query, {"b_id": credential_id}).one_or_none()
-    if row is None and not missing_ok:
+    if row is None:
+        if missing_ok:
+            return None
         raise NotFound(f"no credential {credential_id!r}", credential_id=credential_id)
-    return row
+    return CredentialRecord.from_row(row)
 
 
 def insert_credential(connection: Connection, values: dict[str, Any]) -> None:
@@ -133,15 +150,49 @@ def append_history(
     )
 
 
-def history_rows(connection: Connection, credential_id: str) -> list[Any]:
+def history_rows(connection: Connection, credential_id: str) -> list[HistoryRecord]:
     """A credential's transitions, oldest first."""
     query = select(HISTORY).where(HISTORY.c.credential_id == credential_id).order_by(HISTORY.c.id)
-    return list(connection.execute(query))
+    return [HistoryRecord.from_row(row) for row in connection.execute(query)]
+
+
+_DUE_COLUMNS = [CREDENTIALS.c[name] for name in DueCredential.column_names()]
+_DUE = {
+    column: select(*_DUE_COLUMNS)
+    .where(CREDENTIALS.c[column] <= bindparam("b_now"))
+    .order_by(CREDENTIALS.c[column])
+    .limit(bindparam("b_limit"))
+    for column in ("next_due_at", "probe_due_at")
+}
+_EARLIEST = (
+    select(CREDENTIALS.c.next_due_at)
+    .where(CREDENTIALS.c.next_due_at.is_not(None))
+    .order_by(CREDENTIALS.c.next_due_at)
+    .limit(1)
+)
+
+
+def due_credentials(
+    connection: Connection,
+    now: datetime,
+    limit: int,
+    *,
+    due: Literal["next_due_at", "probe_due_at"] = "next_due_at",
+) -> list[DueCredential]:
+    """Credentials whose ``due`` time has come, earliest first (an index scan on ``due``)."""
+    rows = connection.execute(_DUE[due], {"b_now": now, "b_limit": limit})
+    return [DueCredential.from_row(row) for row in rows]
+
+
+def earliest_due(connection: Connection) -> datetime | None:
+    """The earliest next due time of any credential."""
+    value: datetime | None = connection.execute(_EARLIEST).scalar()
+    return value
 
 
 def iter_credentials(
     connection: Connection, *, state: str | None = None, batch: int = 1000
-) -> Iterator[Any]:
+) -> Iterator[CredentialRecord]:
     """Every credential row in id order, fetched in batches (keyset pagination)."""
     last = ""
     while True:
@@ -151,37 +202,5 @@ def iter_credentials(
         rows = connection.execute(query.limit(batch)).all()
         if not rows:
             return
-        yield from rows
+        yield from (CredentialRecord.from_row(row) for row in rows)
         last = rows[-1].id
-
-
-def insert_connect_session(connection: Connection, values: dict[str, Any]) -> None:
-    """Record a new connect session."""
-    connection.execute(insert(CONNECT_SESSIONS), values)
-
-
-def load_connect_session(connection: Connection, state_hash: str) -> Any:
-    """The session with that state hash, locked for update, or None."""
-    statement = (
-        select(CONNECT_SESSIONS)
-        .where(CONNECT_SESSIONS.c.state_hash == state_hash)
-        .with_for_update()
-    )
-    return connection.execute(statement).one_or_none()
-
-
-def spend_connect_session(connection: Connection, state_hash: str, now: datetime) -> None:
-    """Mark the session used and destroy its sealed verifier and data key."""
-    connection.execute(
-        update(CONNECT_SESSIONS)
-        .where(CONNECT_SESSIONS.c.state_hash == state_hash)
-        .values(used_at=now, sealed_verifier=None, wrapped_dek=None, key_version=None)
-    )
-
-
-def delete_expired_connect_sessions(connection: Connection, before: datetime) -> int:
-    """Forget sessions that expired before ``before``; how many."""
-    result = connection.execute(
-        CONNECT_SESSIONS.delete().where(CONNECT_SESSIONS.c.expires_at < before)
-    )
-    return int(result.rowcount or 0)

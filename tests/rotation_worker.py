@@ -73,8 +73,8 @@ def main(url: str, key_file: str, command: str, batch_size: str, kill: str) -> N
     if kind == "commit":
         _kill_at_commit(int(count))
     manager = CredentialManager(url, key_file)
-    run = keys.rotate_keys if command == "rotate" else keys.rewrap
-    run(manager, principal="admin", batch_size=int(batch_size), progress=progress)
+    run = manager.rotate_keys if command == "rotate" else manager.rewrap_keys
+    run(principal="admin", batch_size=int(batch_size), progress=progress)
     manager.close()
 
 

@@ -21,7 +21,9 @@ from credman import (
     NotFound,
     Permission,
 )
-from credman.access import SYSTEM_PRINCIPAL
+from credman.access import SYSTEM
+
+SYSTEM_PRINCIPAL = SYSTEM.name
 
 P = Permission
 NAMES = ("github-prod", "github-dev", "erp-a", "erp-b", "stripe")
@@ -52,8 +54,11 @@ class Operation:
 
 
 OPERATIONS: dict[str, Operation] = {
-    "get": Operation("read", frozenset({P.USE}), "use"),
-    "info": Operation("info", frozenset({P.USE, P.MANAGE, P.AUDIT}), "audit|manage|use"),
+    "get": Operation("read", frozenset({P.READ}), "read"),
+    "access": Operation("access", frozenset({P.USE, P.READ}), "use"),
+    "info": Operation(
+        "info", frozenset({P.USE, P.READ, P.MANAGE, P.AUDIT}), "audit|manage|read|use"
+    ),
     "history": Operation("history", frozenset({P.MANAGE, P.AUDIT}), "audit|manage"),
     "store": Operation("store", frozenset({P.MANAGE}), "manage"),  # a new credential
     "update": Operation("store", frozenset({P.MANAGE}), "manage"),
@@ -100,6 +105,7 @@ class Case:
         who, target = self.principal, self.target
         calls: dict[str, Callable[[], object]] = {
             "get": lambda: manager.get(target, principal=who),
+            "access": lambda: manager.access(target, principal=who),
             "info": lambda: manager.info(target, principal=who),
             "history": lambda: manager.history(target, principal=who),
             "store": lambda: manager.store(self.fresh, _basic(), principal=who),
@@ -258,10 +264,10 @@ def test_revoking_a_grant_takes_effect_immediately(manager: CredentialManager) -
     """The next call after revoke_grant is denied, on the same manager."""
     manager.store("c", _basic(), principal="admin")
     manager.grant("bob", "c", ["use"], principal="admin")
-    manager.get("c", principal="bob")
+    manager.access("c", principal="bob")
     assert manager.revoke_grant("bob", "c", principal="admin")
     with pytest.raises(AccessDenied):
-        manager.get("c", principal="bob")
+        manager.access("c", principal="bob")
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,7 @@ def test_each_operation_writes_exactly_its_audit_rows(manager: CredentialManager
     manager.get("c", principal="admin")
     manager.info("c", principal="admin")  # metadata reads are not audited on success
     manager.history("c", principal="admin")
-    manager.grant("bob", "c*", ["use"], principal="admin")
+    manager.grant("bob", "c*", ["read"], principal="admin")
     manager.get("c", principal="bob")
     with pytest.raises(AccessDenied):
         manager.revoke("c", principal="bob")
@@ -78,7 +78,7 @@ def test_each_operation_writes_exactly_its_audit_rows(manager: CredentialManager
         ("create", "ok", "admin", "c", {"type": "basic", "version": 1}),
         ("update", "ok", "admin", "c", {"type": "basic", "version": 2}),
         ("read", "ok", "admin", "c", {"version": 2}),
-        ("grant", "ok", "admin", None, {"grantee": "bob", "pattern": "c*", "permissions": "use"}),
+        ("grant", "ok", "admin", None, {"grantee": "bob", "pattern": "c*", "permissions": "read"}),
         ("read", "ok", "bob", "c", {"version": 2}),
         ("revoke", "denied", "bob", "c", {"error": "AccessDenied", "permission": "manage"}),
         ("grant", "denied", "bob", None, {"error": "AccessDenied", "permission": "admin"}),
@@ -107,7 +107,7 @@ def test_an_untouched_chain_verifies(manager: CredentialManager) -> None:
 @contextmanager
 def _attacker(manager: CredentialManager) -> Iterator[Connection]:
     """A raw connection to the database with the audit table's append-only triggers off."""
-    engine = create_engine(manager._engine.url)
+    engine = create_engine(manager.engine.url)
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":  # a superuser may
@@ -223,7 +223,7 @@ def test_append_only_tables_reject_changes(
 ) -> None:
     """Without disabling the triggers, UPDATE and DELETE on history and audit are refused."""
     manager.store("c", _basic(), principal="admin")
-    engine = create_engine(manager._engine.url)
+    engine = create_engine(manager.engine.url)
     try:
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
             connection.execute(text(statement.format(table=table)))
@@ -365,7 +365,7 @@ def test_a_grant_does_not_happen_without_its_audit_row(
     manager.store("c", _basic(), principal="admin")
     audit_fails("grant")
     with pytest.raises(CredentialError):
-        manager.grant("bob", "c", ["use"], principal="admin")
+        manager.grant("bob", "c", ["read"], principal="admin")
     with pytest.raises(AccessDenied):
         manager.get("c", principal="bob")
 
@@ -375,7 +375,7 @@ def test_an_ungrant_does_not_happen_without_its_audit_row(
 ) -> None:
     """revoke_grant() whose audit write fails raises, and the grant stays in force."""
     manager.store("c", _basic("pw"), principal="admin")
-    manager.grant("bob", "c", ["use"], principal="admin")
+    manager.grant("bob", "c", ["read"], principal="admin")
     audit_fails("revoke_grant")
     with pytest.raises(CredentialError):
         manager.revoke_grant("bob", "c", principal="admin")

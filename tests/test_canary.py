@@ -92,7 +92,7 @@ def _database_bytes(database_url: str) -> bytes:
 
 
 def _table_text(manager: CredentialManager) -> str:
-    engine = create_engine(manager._engine.url)
+    engine = create_engine(manager.engine.url)
     with engine.connect() as connection:
         rows = [
             *connection.execute(select(HistoryRow.__table__)),  # type: ignore[attr-defined]
@@ -139,7 +139,7 @@ def test_decryption_failure_leaks_nothing(
     """A DecryptionError's message, repr and the logs carry no secret."""
     secret = canary("tamper")
     manager.store("c", BasicAuth(username="u", password=secret), principal="admin")
-    engine = create_engine(manager._engine.url)
+    engine = create_engine(manager.engine.url)
     with engine.begin() as connection:
         connection.execute(update(CREDENTIALS).values(public={"username": "x"}))
     engine.dispose()

@@ -66,7 +66,7 @@ def _recover_leases(manager: CredentialManager) -> None:
     if stuck:
         latest = max(i.lease_until for i in stuck if i.lease_until is not None)
         assert [] == manager.tick(latest + timedelta(seconds=1)).errors
-    left = [i.instance_id for i in manager.list(principal="admin") if i.state == State.REFRESHING]
+    left = [i.credential_id for i in manager.list(principal="admin") if i.state == State.REFRESHING]
     assert [] == left
 
 
@@ -96,7 +96,7 @@ def _assert_history_and_audit_agree(manager: CredentialManager, credential_id: s
 def _assert_consistent(manager: CredentialManager) -> list[str]:
     """Every check after a crash; the ids found."""
     _recover_leases(manager)
-    ids = [info.instance_id for info in manager.list(principal="admin")]
+    ids = [info.credential_id for info in manager.list(principal="admin")]
     for credential_id in ids:
         _assert_opens(manager, credential_id)
         _assert_history_and_audit_agree(manager, credential_id)
@@ -126,12 +126,12 @@ def test_sigkill_during_store_leaves_everything_consistent(
     assert {"s0", "s1", "s2", "s3"} >= set(ids)
 
 
-def _reauthorise_dead(manager: CredentialManager, server: TokenServer) -> None:
+def _reauthorize_dead(manager: CredentialManager, server: TokenServer) -> None:
     """Store a fresh grant for every credential the provider no longer honours."""
     for credential_id in OAUTH_IDS:
         info = manager.info(credential_id, principal="admin")
         if info.state == State.EXPIRED and info.next_due_at is None:
-            manager.store(credential_id, _oauth(server), principal="admin", reason="re-authorised")
+            manager.store(credential_id, _oauth(server), principal="admin", reason="re-authorized")
 
 
 def _oauth(server: TokenServer) -> OAuth2:
@@ -148,7 +148,7 @@ def test_sigkill_during_refresh_leaves_everything_consistent(
     database_url: str, key_file: Path, delays: list[float]
 ) -> None:
     """A force-refresh loop against a fast or stalling provider, killed at random moments,
-    five times: leases are recovered, credentials open or need re-authorisation, history
+    five times: leases are recovered, credentials open or need re-authorization, history
     and audit agree, and the chain verifies."""
     with (
         TokenServer(clients={CLIENT: SECRET}, slow_seconds=0.3) as server,
@@ -163,7 +163,7 @@ def test_sigkill_during_refresh_leaves_everything_consistent(
             server.mode = "ok"
             with CredentialManager(database_url, str(key_file)) as manager:
                 _assert_consistent(manager)
-                _reauthorise_dead(manager, server)
+                _reauthorize_dead(manager, server)
         claims = [
             step
             for credential_id in OAUTH_IDS

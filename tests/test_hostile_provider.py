@@ -171,7 +171,7 @@ def test_transient_fault_with_an_expired_token_expires_until_the_retry(
 
 @pytest.mark.parametrize("via", VIAS)
 @pytest.mark.parametrize("at", [DUE_AND_VALID, PAST_EXPIRY], ids=["valid", "expired"])
-def test_invalid_grant_needs_reauthorisation(
+def test_invalid_grant_needs_reauthorization(
     manager: CredentialManager,
     server: TokenServer,
     events: list[CredentialEvent],
@@ -314,14 +314,14 @@ def test_lost_response_first_looks_transient(
 
 
 @pytest.mark.parametrize("via", VIAS)
-def test_lost_response_retry_replays_and_needs_reauthorisation(
+def test_lost_response_retry_replays_and_needs_reauthorization(
     manager: CredentialManager,
     server: TokenServer,
     events: list[CredentialEvent],
     via: str,
 ) -> None:
     """The retry after a lost response replays the spent refresh token: the strict provider
-    revokes the grant and credman stops at EXPIRED, re-authorisation required."""
+    revokes the grant and credman stops at EXPIRED, re-authorization required."""
     with freeze_time(START) as frozen:
         manager.store("gh", _oauth(server), principal="admin")
         frozen.move_to(DUE_AND_VALID)

@@ -37,7 +37,7 @@ from credman import (
     CredentialValidationError,
     DecryptionError,
     KeyringError,
-    _material,
+    _sealing,
     keys,
 )
 from credman.cli import Options
@@ -106,18 +106,18 @@ def _key_file_versions(key_file: Path) -> list[str]:
 def test_rotation_moves_every_data_key_to_the_new_primary(manager: CredentialManager) -> None:
     """rotate_keys adds version 2 and re-wraps all seven credentials in batches of three."""
     stored = _store_many(manager, 7)
-    report = keys.rotate_keys(manager, principal="admin", batch_size=3)
+    report = manager.rotate_keys(principal="admin", batch_size=3)
     assert keys.RotationReport(1, 2, keys.RewrapReport(2, 7, 3, 0)) == report
-    assert dict.fromkeys(stored, 2) == _key_versions(manager._engine)
+    assert dict.fromkeys(stored, 2) == _key_versions(manager.engine)
     assert stored == {credential_id: _password(manager, credential_id) for credential_id in stored}
 
 
 def test_rewrap_touches_only_the_wrapped_key(manager: CredentialManager) -> None:
     """A rewrap keeps the credential version, history and sealed fields; only the DEK wrap moves."""
     manager.store("c", _basic("pw"), principal="admin")
-    before, history = _row(manager._engine, "c"), manager.history("c", principal="admin")
-    keys.rotate_keys(manager, principal="admin")
-    after = _row(manager._engine, "c")
+    before, history = _row(manager.engine, "c"), manager.history("c", principal="admin")
+    manager.rotate_keys(principal="admin")
+    after = _row(manager.engine, "c")
     assert (before.version, before.sealed, history) == (
         after.version,
         after.sealed,
@@ -129,7 +129,7 @@ def test_rewrap_touches_only_the_wrapped_key(manager: CredentialManager) -> None
 
 def test_new_credentials_are_wrapped_under_the_new_primary(manager: CredentialManager) -> None:
     """After a rotation, a stored credential uses the new primary version."""
-    keys.rotate_keys(manager, principal="admin")
+    manager.rotate_keys(principal="admin")
     assert 2 == manager.store("new", _basic("pw"), principal="admin").key_version
 
 
@@ -137,7 +137,7 @@ def test_progress_is_reported_before_and_after_each_batch(manager: CredentialMan
     """The progress hook sees 0 of 5, then every committed batch of two."""
     _store_many(manager, 5)
     events: list[keys.RewrapProgress] = []
-    keys.rotate_keys(manager, principal="admin", batch_size=2, progress=events.append)
+    manager.rotate_keys(principal="admin", batch_size=2, progress=events.append)
     assert [(0, 5), (2, 5), (4, 5), (5, 5)] == [(e.done, e.total) for e in events]
 
 
@@ -160,16 +160,16 @@ def test_rewrap_finishes_an_interrupted_rotation(manager: CredentialManager) -> 
     """A rotation stopped after one batch leaves 3 pending; rewrap moves exactly those."""
     stored = _store_many(manager, 5)
     with pytest.raises(_Interrupted):
-        keys.rotate_keys(manager, principal="admin", batch_size=2, progress=_stop_after(1))
-    assert 3 == keys.key_status(manager, principal="admin").pending
-    assert keys.RewrapReport(2, 3, 2, 0) == keys.rewrap(manager, principal="admin", batch_size=2)
-    assert dict.fromkeys(stored, 2) == _key_versions(manager._engine)
+        manager.rotate_keys(principal="admin", batch_size=2, progress=_stop_after(1))
+    assert 3 == manager.key_status(principal="admin").pending
+    assert keys.RewrapReport(2, 3, 2, 0) == manager.rewrap_keys(principal="admin", batch_size=2)
+    assert dict.fromkeys(stored, 2) == _key_versions(manager.engine)
 
 
 def test_rewrap_with_nothing_to_do_writes_nothing(manager: CredentialManager) -> None:
     """Rewrap on a database already on the primary reports zero batches."""
     _store_many(manager, 2)
-    assert keys.RewrapReport(1, 0, 0, 0) == keys.rewrap(manager, principal="admin")
+    assert keys.RewrapReport(1, 0, 0, 0) == manager.rewrap_keys(principal="admin")
 
 
 def test_a_data_key_that_does_not_open_is_skipped_and_reported(
@@ -177,10 +177,10 @@ def test_a_data_key_that_does_not_open_is_skipped_and_reported(
 ) -> None:
     """A damaged wrapped key stays on its version, is named, and the others move on."""
     _store_many(manager, 3)
-    _set_column(manager._engine, "c001", wrapped_dek=b"\x01" + bytes(60))
-    report = keys.rotate_keys(manager, principal="admin").rewrap
+    _set_column(manager.engine, "c001", wrapped_dek=b"\x01" + bytes(60))
+    report = manager.rotate_keys(principal="admin").rewrap
     assert (2, 1, ("c001",)) == (report.rewrapped, report.remaining, report.unreadable)
-    assert {"c000": 2, "c001": 1, "c002": 2} == _key_versions(manager._engine)
+    assert {"c000": 2, "c001": 1, "c002": 2} == _key_versions(manager.engine)
 
 
 def test_rewrap_of_a_row_changed_meanwhile_leaves_the_new_material(
@@ -188,11 +188,11 @@ def test_rewrap_of_a_row_changed_meanwhile_leaves_the_new_material(
 ) -> None:
     """The compare-and-set refuses a rewrap of a row whose data key was replaced since it was read."""
     manager.store("c", _basic("old"), principal="admin")
-    stale = _row(manager._engine, "c")
-    ring = manager._provider.update(lambda current: current.with_new_version())
+    stale = _row(manager.engine, "c")
+    ring = manager.keys.provider.update(lambda current: current.with_new_version())
     manager.store("c", _basic("new"), principal="admin")
-    with storage.write(manager._engine) as connection:
-        assert (0, ()) == keys._rewrap_rows(connection, ring, [stale])
+    with storage.write(manager.engine) as connection:
+        assert (0, ()) == keys.rewrap_rows(connection, ring, [stale])
     assert "new" == _password(manager, "c")
 
 
@@ -200,7 +200,7 @@ def test_rewrap_of_a_row_changed_meanwhile_leaves_the_new_material(
 def test_batch_size_is_validated(manager: CredentialManager, batch_size: Any) -> None:
     """A batch size outside 1..MAX_BATCH_SIZE is refused before any key is added."""
     with pytest.raises(CredentialValidationError, match="batch_size"):
-        keys.rotate_keys(manager, principal="admin", batch_size=batch_size)
+        manager.rotate_keys(principal="admin", batch_size=batch_size)
     assert 1 == manager.reload_keys().primary
 
 
@@ -212,7 +212,7 @@ def test_rotation_needs_a_writable_key_provider(database_url: str) -> None:
         CredentialManager(database_url, key_provider=provider) as manager,
         pytest.raises(KeyringError, match="read-only"),
     ):
-        keys.rotate_keys(manager, principal="admin")
+        manager.rotate_keys(principal="admin")
 
 
 # -- status and retire -------------------------------------------------------------------
@@ -221,10 +221,10 @@ def test_rotation_needs_a_writable_key_provider(database_url: str) -> None:
 def test_status_counts_credentials_per_version(manager: CredentialManager) -> None:
     """Two rows on 1, one on the new primary 2, one revoked with no key at all."""
     _store_many(manager, 3)
-    keys.add_key_version(manager, principal="admin")
+    manager.keys.add_version(principal="admin")
     manager.store("late", _basic("pw"), principal="admin")
     manager.revoke("c002", principal="admin", reason="gone")
-    status = keys.key_status(manager, principal="admin")
+    status = manager.key_status(principal="admin")
     assert (
         keys.KeyStatus(
             primary=2,
@@ -242,8 +242,8 @@ def test_status_counts_credentials_per_version(manager: CredentialManager) -> No
 def test_status_names_a_version_missing_from_the_ring(manager: CredentialManager) -> None:
     """A row under a version the ring lacks shows up as missing."""
     manager.store("c", _basic("pw"), principal="admin")
-    _set_column(manager._engine, "c", key_version=9)
-    assert (9,) == keys.key_status(manager, principal="admin").missing
+    _set_column(manager.engine, "c", key_version=9)
+    assert (9,) == manager.key_status(principal="admin").missing
 
 
 def test_retire_is_refused_while_a_credential_uses_the_version(
@@ -251,9 +251,9 @@ def test_retire_is_refused_while_a_credential_uses_the_version(
 ) -> None:
     """Retiring version 1 before the rewrap fails, naming how many rows still use it."""
     _store_many(manager, 2)
-    keys.add_key_version(manager, principal="admin")
+    manager.keys.add_version(principal="admin")
     with pytest.raises(KeyringError, match="key version 1 still protects 2 credential"):
-        keys.retire_key(manager, 1, principal="admin")
+        manager.retire_key(1, principal="admin")
     assert ["1", "2"] == _key_file_versions(key_file)
 
 
@@ -263,8 +263,8 @@ def test_retire_removes_the_version_from_the_key_file(
     """Once nothing uses version 1, retire drops it from the file and every row still opens."""
     manager = make_manager()
     stored = _store_many(manager, 3)
-    keys.rotate_keys(manager, principal="admin")
-    assert (2,) == keys.retire_key(manager, 1, principal="admin")
+    manager.rotate_keys(principal="admin")
+    assert (2,) == manager.retire_key(1, principal="admin")
     assert ["2"] == _key_file_versions(key_file)
     fresh = make_manager()
     assert stored == {credential_id: _password(fresh, credential_id) for credential_id in stored}
@@ -277,9 +277,9 @@ def test_retire_refuses_the_primary_and_unknown_versions(
     manager: CredentialManager, version: int, message: str
 ) -> None:
     """The primary cannot be retired, and an unknown version is named."""
-    keys.add_key_version(manager, principal="admin")
+    manager.keys.add_version(principal="admin")
     with pytest.raises(KeyringError, match=message):
-        keys.retire_key(manager, version, principal="admin")
+        manager.retire_key(version, principal="admin")
 
 
 def test_key_operations_need_an_admin(manager: CredentialManager, key_file: Path) -> None:
@@ -287,10 +287,10 @@ def test_key_operations_need_an_admin(manager: CredentialManager, key_file: Path
     manager.grant("ops", "*", {"manage"}, principal="admin")
     manager.store("c", _basic("pw"), principal="admin")
     operations: list[Callable[[], object]] = [
-        lambda: keys.rotate_keys(manager, principal="ops"),
-        lambda: keys.rewrap(manager, principal="ops"),
-        lambda: keys.key_status(manager, principal="ops"),
-        lambda: keys.retire_key(manager, 1, principal="ops"),
+        lambda: manager.rotate_keys(principal="ops"),
+        lambda: manager.rewrap_keys(principal="ops"),
+        lambda: manager.key_status(principal="ops"),
+        lambda: manager.retire_key(1, principal="ops"),
     ]
     for operation in operations:
         with pytest.raises(AccessDenied):
@@ -306,8 +306,8 @@ def test_key_operations_need_an_admin(manager: CredentialManager, key_file: Path
 def test_key_changes_are_audited_without_key_material(manager: CredentialManager) -> None:
     """Rotate, each rewrap batch and retire leave audit rows holding only numbers."""
     _store_many(manager, 3)
-    keys.rotate_keys(manager, principal="admin", batch_size=2)
-    keys.retire_key(manager, 1, principal="admin")
+    manager.rotate_keys(principal="admin", batch_size=2)
+    manager.retire_key(1, principal="admin")
     events = [e for e in manager.audit_events(principal="admin") if e.action.startswith("key_")]
     assert [
         ("key_rotate", {"primary": 2}),
@@ -323,8 +323,8 @@ def test_audit_chain_verifies_after_rotate_and_retire(
     """The audit key survives rotation: the chain verifies, also for a manager loaded afterwards."""
     manager = make_manager()
     _store_many(manager, 2)
-    keys.rotate_keys(manager, principal="admin")
-    keys.retire_key(manager, 1, principal="admin")
+    manager.rotate_keys(principal="admin")
+    manager.retire_key(1, principal="admin")
     manager.store("after", _basic("pw"), principal="admin")
     assert (True, True) == (manager.verify_audit().ok, make_manager().verify_audit().ok)
 
@@ -336,8 +336,8 @@ ROTATE_AND_RETIRE = (
     "import sys\n"
     "from credman import CredentialManager, keys\n"
     "manager = CredentialManager(sys.argv[1], sys.argv[2])\n"
-    "keys.rotate_keys(manager, principal='admin')\n"
-    "keys.retire_key(manager, 1, principal='admin')\n"
+    "manager.rotate_keys(principal='admin')\n"
+    "manager.retire_key(1, principal='admin')\n"
 )
 
 
@@ -360,9 +360,9 @@ def test_keyring_for_write_gives_a_stale_manager_the_new_primary(
 ) -> None:
     """Inside a write transaction, keyring_for_write reloads what another manager rotated to."""
     stale, other = make_manager(), make_manager()
-    keys.rotate_keys(other, principal="admin")
-    with storage.write(stale._engine) as connection:
-        assert 2 == keys.keyring_for_write(stale, connection).primary
+    other.rotate_keys(principal="admin")
+    with storage.write(stale.engine) as connection:
+        assert 2 == stale.keys.for_write(connection).primary
 
 
 def test_a_stale_manager_never_writes_under_a_retired_version(
@@ -370,8 +370,8 @@ def test_a_stale_manager_never_writes_under_a_retired_version(
 ) -> None:
     """A manager that loaded its ring before another one rotated and retired still stores readably."""
     stale, other = make_manager(), make_manager()
-    keys.rotate_keys(other, principal="admin")
-    keys.retire_key(other, 1, principal="admin")
+    other.rotate_keys(principal="admin")
+    other.retire_key(1, principal="admin")
     stale.store("c", _basic("pw"), principal="admin")
     assert "pw" == _password(other, "c")
 
@@ -405,12 +405,12 @@ def test_rotation_killed_repeatedly_loses_nothing_and_completes(
     rng = random.Random(20240603)
     commands = ["rotate", "rewrap", "rewrap", "rewrap", "rewrap"]
     for command in commands:
-        pending = 30 if command == "rotate" else keys.key_status(manager, principal="admin").pending
+        pending = 30 if command == "rotate" else manager.key_status(principal="admin").pending
         assert -9 == _run_worker(database_url, key_file, command, _kill_point(rng, pending))
         assert stored == {cid: _password(manager, cid) for cid in stored}
         assert {1} == {info.version for info in manager.list(principal="admin")}
     assert 0 == _run_worker(database_url, key_file, "rewrap", "none")
-    status = keys.key_status(manager, principal="admin")
+    status = manager.key_status(principal="admin")
     assert (2, 0, ["1", "2"]) == (status.primary, status.pending, _key_file_versions(key_file))
     assert stored == {cid: _password(manager, cid) for cid in stored}
 
@@ -429,12 +429,12 @@ def test_revoke_leaves_no_ciphertext_in_the_sqlite_file_or_wal(
     """After revoke and a checkpoint the ciphertexts are gone, even where SQLite keeps freed bytes."""
     database = Path(sqlite_url.removeprefix("sqlite:///"))
     with CredentialManager(sqlite_url, str(key_file)) as manager:
-        event.listen(manager._engine, "connect", _sqlite_default_keeps_freed_bytes, insert=True)
-        manager._engine.dispose()
+        event.listen(manager.engine, "connect", _sqlite_default_keeps_freed_bytes, insert=True)
+        manager.engine.dispose()
         _store_many(manager, 20)
-        row = _row(manager._engine, "c004")
+        row = _row(manager.engine, "c004")
         manager.revoke("c004", principal="admin", reason="shred")
-        assert storage.checkpoint(manager._engine)
+        assert storage.checkpoint(manager.engine)
         on_disk = database.read_bytes() + database.with_name(f"{database.name}-wal").read_bytes()
     needles = [row.wrapped_dek, row.sealed["password"].encode()]
     assert [False, False] == [needle in on_disk for needle in needles]
@@ -442,7 +442,7 @@ def test_revoke_leaves_no_ciphertext_in_the_sqlite_file_or_wal(
 
 def _opens_field(data_key: bytes, backup: Any) -> bool:
     blob = base64.b64decode(backup.sealed["password"])
-    bound = _material._bound(backup.type, backup.public)
+    bound = _sealing.binding(backup.type, backup.public)
     try:
         open_field(data_key, blob, credential_id=backup.id, field="password", bound=bound)
     except DecryptionError:
@@ -465,7 +465,7 @@ def test_a_backup_from_before_revoke_opens_until_its_key_is_retired(
 ) -> None:
     """Revoke alone does not reach old backups: the key that wrapped the data key still opens them."""
     manager.store("c", _basic("pw"), principal="admin")
-    backup = _row(manager._engine, "c")
+    backup = _row(manager.engine, "c")
     manager.revoke("c", principal="admin", reason="offboarded")
     assert _opens(manager.reload_keys().kek(1), backup)
 
@@ -476,13 +476,13 @@ def test_after_revoke_rotate_and_retire_no_key_opens_the_old_ciphertext(
     """Once version 1 is retired, no key left in the ring opens a pre-revoke backup of the row."""
     manager.store("c", _basic("pw"), principal="admin")
     manager.store("other", _basic("pw2"), principal="admin")
-    backup = _row(manager._engine, "c")
+    backup = _row(manager.engine, "c")
     manager.revoke("c", principal="admin", reason="offboarded")
-    keys.rotate_keys(manager, principal="admin")
-    keys.retire_key(manager, 1, principal="admin")
+    manager.rotate_keys(principal="admin")
+    manager.retire_key(1, principal="admin")
     ring = manager.reload_keys()
     assert [False] == [_opens(ring.kek(version), backup) for version in ring.versions]
-    live = _row(manager._engine, "c")
+    live = _row(manager.engine, "c")
     assert ({}, None, None) == (live.sealed, live.wrapped_dek, live.key_version)
 
 
@@ -544,7 +544,7 @@ class _KeyringModel(RuleBasedStateMachine):
         self.directory.cleanup()
 
     def _versions(self) -> dict[str, int | None]:
-        return _key_versions(self.manager._engine)
+        return _key_versions(self.manager.engine)
 
     def _all_on_primary(self) -> bool:
         primary = self.manager.reload_keys().primary
@@ -579,22 +579,22 @@ class _KeyringModel(RuleBasedStateMachine):
 
     @rule()
     def add_version(self) -> None:
-        keys.add_key_version(self.manager, principal="admin")
+        self.manager.keys.add_version(principal="admin")
 
     @rule(batch_size=st.integers(1, 3))
     def rotate(self, batch_size: int) -> None:
-        keys.rotate_keys(self.manager, principal="admin", batch_size=batch_size)
+        self.manager.rotate_keys(principal="admin", batch_size=batch_size)
         assert self._all_on_primary()
 
     @rule(batch_size=st.integers(1, 3), stop_after=st.none() | st.integers(0, 2))
     def rewrap(self, batch_size: int, stop_after: int | None) -> None:
         if stop_after is None:
-            keys.rewrap(self.manager, principal="admin", batch_size=batch_size)
+            self.manager.rewrap_keys(principal="admin", batch_size=batch_size)
             assert self._all_on_primary()
             return
         progress = _stop_after(stop_after)
         with contextlib.suppress(_Interrupted):
-            keys.rewrap(self.manager, principal="admin", batch_size=batch_size, progress=progress)
+            self.manager.rewrap_keys(principal="admin", batch_size=batch_size, progress=progress)
 
     @rule(data=st.data())
     def retire(self, data: st.DataObject) -> None:
@@ -602,10 +602,10 @@ class _KeyringModel(RuleBasedStateMachine):
         version = data.draw(st.sampled_from([*ring.versions, ring.primary + 1]))
         unused = version not in self._versions().values()
         if version in ring.keys and version != ring.primary and unused:
-            assert version not in keys.retire_key(self.manager, version, principal="admin")
+            assert version not in self.manager.retire_key(version, principal="admin")
             return
         with pytest.raises(KeyringError):
-            keys.retire_key(self.manager, version, principal="admin")
+            self.manager.retire_key(version, principal="admin")
         assert ring.versions == self.manager.reload_keys().versions
 
     @invariant()
@@ -662,7 +662,7 @@ def test_cli_status_shows_counts_and_what_may_be_retired(
 ) -> None:
     """`keys status` lists each version with its count and marks unused old versions."""
     _store_many(manager, 3)
-    keys.rotate_keys(manager, principal="admin")
+    manager.rotate_keys(principal="admin")
     result = _cli(database_url, key_file)("keys", "status")
     lines = [line.split("│")[1:-1] for line in result.stdout.splitlines() if line.startswith("│")]
     assert [["1", "", "0", "unused: may be retired"], ["2", "yes", "3", ""]] == [
@@ -675,7 +675,7 @@ def test_cli_retire_in_use_fails_with_the_reason(
 ) -> None:
     """`keys retire` of a version still in use fails with a KeyringError saying why."""
     manager.store("c", _basic("pw"), principal="admin")
-    keys.add_key_version(manager, principal="admin")
+    manager.keys.add_version(principal="admin")
     result = _cli(database_url, key_file)("keys", "retire", "1")
     assert 1 == result.exit_code
     assert "key version 1 still protects 1 credential(s): run 'credman keys rewrap' first" == str(
@@ -688,8 +688,8 @@ def test_cli_rewrap_exits_nonzero_while_rows_stay_behind(
 ) -> None:
     """`keys rewrap` exits 1 and says so when a data key could not be moved."""
     _store_many(manager, 2)
-    keys.add_key_version(manager, principal="admin")
-    _set_column(manager._engine, "c000", wrapped_dek=b"\x01" + bytes(60))
+    manager.keys.add_version(principal="admin")
+    _set_column(manager.engine, "c000", wrapped_dek=b"\x01" + bytes(60))
     result = _cli(database_url, key_file)("keys", "rewrap")
     assert (1, True) == (
         result.exit_code,

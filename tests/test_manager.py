@@ -89,7 +89,7 @@ def test_list_shows_only_what_the_principal_may_see(manager: CredentialManager) 
     for name in ("github-a", "github-b", "erp"):
         manager.store(name, BasicAuth(username="u", password="p"), principal="admin")
     manager.grant("worker", "github-*", {Permission.USE}, principal="admin")
-    assert ["github-a", "github-b"] == [i.instance_id for i in manager.list(principal="worker")]
+    assert ["github-a", "github-b"] == [i.credential_id for i in manager.list(principal="worker")]
     assert [] == manager.list(principal="nobody")
 
 
@@ -145,7 +145,7 @@ def test_expired_material_moves_to_expired_on_read(manager: CredentialManager) -
     assert "expire" == manager.history("tok", principal="admin")[-1].trigger
 
 
-def test_expired_credential_is_reauthorised_by_store(manager: CredentialManager) -> None:
+def test_expired_credential_is_reauthorized_by_store(manager: CredentialManager) -> None:
     """Storing new material on an EXPIRED credential brings it back (UPDATED)."""
     past = datetime.now(UTC) - timedelta(seconds=1)
     manager.store("tok", BearerToken(token="t", expires_at=past), principal="admin")
@@ -190,7 +190,7 @@ def _in_state(manager: CredentialManager, state: State) -> None:
         manager.store("c", _oauth(expires_in=60), principal="admin")
     with freeze_time("2026-01-01 00:02:00"):
         for trigger in REACH[state]:
-            manager._force("c", trigger, principal="admin")
+            manager.force_transition("c", trigger, principal="admin")
 
 
 @pytest.mark.parametrize("state", list(REACH))
@@ -208,12 +208,12 @@ def test_every_pair_persists_or_changes_nothing(
         # refresh_deferred's guard (token still valid) refuses: the token expired at 00:01
         if expected is None or trigger == "refresh_deferred":
             with pytest.raises(InvalidTransition):
-                manager._force("c", trigger, principal="admin")
+                manager.force_transition("c", trigger, principal="admin")
             after = manager.info("c", principal="admin")
             assert (state, before.version) == (after.state, after.version)
             assert steps == manager.history("c", principal="admin")
             return
-        info = manager._force("c", trigger, principal="admin")
+        info = manager.force_transition("c", trigger, principal="admin")
     assert (expected, before.version + 1) == (info.state, info.version)
     last = manager.history("c", principal="admin")[-1]
     assert (state, expected, trigger, info.version) == (

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, insert
 
 from credman import CredentialManager, OAuth2, State
-from credman._material import seal
+from credman._sealing import seal
 from credman.storage.repository import CREDENTIALS, HISTORY
 from credman.testing.provider import TokenServer
 
@@ -77,7 +77,7 @@ def _bulk_store(manager: CredentialManager, server: TokenServer) -> list[str]:
                 "version": 1,
             }
         )
-    engine = create_engine(manager._engine.url)
+    engine = create_engine(manager.engine.url)
     with engine.begin() as connection:
         connection.execute(insert(CREDENTIALS), rows)
         connection.execute(insert(HISTORY), history)

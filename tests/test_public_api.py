@@ -21,21 +21,45 @@ API_MD_NAMES = {
     "CredentialValidationError",
     "DecryptionError",
     "RefreshFailed",
+    "Unauthenticated",
+    "Access",
+    "CredentialInfo",
 }
 EXTRA_NAMES = {
+    "AccessAuth",
     "AuditError",
     "AuditEvent",
     "AuditReport",
+    "AuthorizationFailed",
+    "Clock",
     "ConcurrentUpdate",
+    "ConnectSession",
+    "DeviceAuthorization",
     "Credential",
-    "CredentialInfo",
+    "CredentialEvent",
     "CredentialUnusable",
+    "EventKind",
     "Grant",
+    "Hook",
+    "KeyProvider",
+    "KeyStatus",
+    "KeyVersionStatus",
+    "Keyring",
     "KeyringError",
+    "Probe",
+    "ProbeResult",
+    "RefreshPolicy",
+    "RewrapProgress",
+    "RewrapReport",
+    "RotationReport",
     "Secret",
     "StorageError",
+    "SystemClock",
+    "TickReport",
     "Transition",
+    "WebhookNotifier",
 }
+"""Every other type that appears in a public signature of CredentialManager."""
 
 
 def test_exported_names_are_exactly_the_intended_ones() -> None:
@@ -54,3 +78,40 @@ def test_state_members_are_the_six_lifecycle_states() -> None:
     """State has exactly the diagram's six states, named as in it."""
     expected = ["CREATED", "ACTIVE", "REFRESHING", "UPDATED", "EXPIRED", "REVOKED"]
     assert expected == [state.value for state in credman.State]
+
+
+def test_every_type_in_the_managers_signatures_is_exported() -> None:
+    """Each class named in a public CredentialManager signature is importable from credman."""
+    import inspect
+    import typing
+
+    exported = {getattr(credman, name) for name in credman.__all__}
+    missing = set()
+    for name, method in inspect.getmembers(credman.CredentialManager, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        hints = typing.get_type_hints(method)
+        for hint in hints.values():
+            for kind in _classes(hint):
+                if kind.__module__.startswith("credman") and kind not in exported:
+                    missing.add(f"{name}: {kind.__name__}")
+    assert set() == missing
+
+
+def test_the_manager_is_composed_not_inherited() -> None:
+    """CredentialManager has no credman base class."""
+    assert [object] == [base for base in credman.CredentialManager.__mro__[1:] if base is not None]
+
+
+def _classes(hint: object) -> list[type]:
+    import typing
+
+    if isinstance(hint, type):
+        return [hint]
+    found: list[type] = []
+    for arg in typing.get_args(hint):
+        found.extend(_classes(arg))
+    origin = typing.get_origin(hint)
+    if isinstance(origin, type):
+        found.append(origin)
+    return found

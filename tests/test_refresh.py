@@ -190,10 +190,10 @@ def test_retry_after_is_honoured(manager: CredentialManager, server: TokenServer
     assert info.next_due_at >= datetime(2026, 3, 1, 10, 0, 7, tzinfo=UTC)
 
 
-def test_permanent_failure_requires_reauthorisation(
+def test_permanent_failure_requires_reauthorization(
     make_manager: Callable[..., CredentialManager], server: TokenServer
 ) -> None:
-    """invalid_grant: EXPIRED, no further calls, a re-authorisation event; store revives it."""
+    """invalid_grant: EXPIRED, no further calls, a re-authorization event; store revives it."""
     events: list[CredentialEvent] = []
     manager = make_manager(hooks=[events.append])
     manager.store("gh", oauth_credential(server), principal="admin")
@@ -207,7 +207,7 @@ def test_permanent_failure_requires_reauthorisation(
     assert (State.EXPIRED, None, "invalid_grant") == (info.state, info.next_due_at, info.last_error)
     assert [EventKind.REAUTHORIZATION_REQUIRED] == [e.kind for e in events]
     server.mode = "ok"
-    manager.store("gh", oauth_credential(server), principal="admin", reason="re-authorised")
+    manager.store("gh", oauth_credential(server), principal="admin", reason="re-authorized")
     assert server.is_valid(_token(manager))
 
 

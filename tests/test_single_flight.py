@@ -36,7 +36,7 @@ READER = textwrap.dedent(
     deadline = time.monotonic() + seconds
     with httpx.Client() as client:
         while time.monotonic() < deadline:
-            token = manager.get("gh", principal="worker").access_token.reveal()
+            token = manager.access("gh", principal="worker").token.reveal()
             status = client.get(resource, headers={"Authorization": f"Bearer {token}"}).status_code
             counts["ok" if status == 200 else "rejected"] += 1
     print(json.dumps(counts))
@@ -48,7 +48,7 @@ def _read_loop(manager: CredentialManager, resource: str, counts: dict[str, int]
     deadline = time.monotonic() + RUN_SECONDS
     with httpx.Client() as client:
         while time.monotonic() < deadline:
-            token = manager.get("gh", principal="worker").access_token.reveal()  # type: ignore[attr-defined]
+            token = manager.access("gh", principal="worker").token.reveal()  # type: ignore[union-attr]
             status = client.get(resource, headers={"Authorization": f"Bearer {token}"}).status_code
             key = "ok" if status == 200 else "rejected"
             counts[key] = counts.get(key, 0) + 1

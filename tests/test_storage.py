@@ -45,7 +45,7 @@ def test_upgrade_from_the_first_schema_keeps_data(sqlite_url: str, key_file: Pat
     engine.dispose()
     with CredentialManager(sqlite_url, str(key_file)) as manager:
         manager.store("k", BasicAuth(username="u", password="p"), principal="admin")
-        assert migrate.head_revision() == migrate.current_revision(manager._engine)
+        assert migrate.head_revision() == migrate.current_revision(manager.engine)
         assert "p" == manager.get("k", principal="admin").password.reveal()  # type: ignore[attr-defined]
 
 
@@ -73,5 +73,5 @@ def test_append_only_tables_refuse_changes(manager: CredentialManager, table: st
     """History and audit rows cannot be updated or deleted, on either engine."""
     manager.store("k", BasicAuth(username="u", password="p"), principal="admin")
     for statement in (f"UPDATE {table} SET principal = 'mallory'", f"DELETE FROM {table}"):
-        with pytest.raises(Exception, match="append-only"), write(manager._engine) as connection:
+        with pytest.raises(Exception, match="append-only"), write(manager.engine) as connection:
             connection.execute(text(statement))

@@ -16,7 +16,7 @@ URL = "https://provider.example/token"
 
 
 def _raw(manager: CredentialManager) -> Any:
-    return create_engine(manager._engine.url)
+    return create_engine(manager.engine.url)
 
 
 def _row(manager: CredentialManager, credential_id: str) -> Any:

@@ -23,7 +23,7 @@ from freezegun import freeze_time
 
 if TYPE_CHECKING:
     from credman.manager import CredentialManager
-    from credman.refresh import TickReport
+    from credman.sweep import TickReport
 
 __all__ = ["TimeMachine", "time_machine"]
 

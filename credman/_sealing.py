@@ -17,8 +17,9 @@ from typing import Any
 from credman.crypto import Keyring, WrappedKey, new_data_key, open_field, seal_field, unwrap, wrap
 from credman.errors import DecryptionError, KeyringError
 from credman.lifecycle import CREDENTIAL_TYPES, Credential
+from credman.storage import CredentialRecord
 
-__all__ = ["SHREDDED", "open_row", "seal"]
+__all__ = ["SHREDDED", "binding", "open_row", "seal"]
 
 SHREDDED: Mapping[str, Any] = {
     "sealed": {},
@@ -32,7 +33,7 @@ SHREDDED: Mapping[str, Any] = {
 """The material columns of a revoked credential: ciphertexts and data key destroyed."""
 
 
-def _bound(kind: str, public: Mapping[str, Any]) -> bytes:
+def binding(kind: str, public: Mapping[str, Any]) -> bytes:
     canonical = json.dumps([kind, dict(public)], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest()
 
@@ -40,7 +41,7 @@ def _bound(kind: str, public: Mapping[str, Any]) -> bytes:
 def seal(keyring: Keyring, credential_id: str, credential: Credential) -> dict[str, Any]:
     """The row columns holding ``credential``: type, public fields, sealed secrets, wrapped key."""
     public = credential.public_fields()
-    bound = _bound(credential.kind, public)
+    bound = binding(credential.kind, public)
     data_key = new_data_key()
     wrapped = wrap(keyring, data_key, credential_id=credential_id)
     sealed = {
@@ -63,7 +64,9 @@ def _unreadable(credential_id: str) -> DecryptionError:
     return DecryptionError(message, credential_id=credential_id)
 
 
-def open_row(keyring: Keyring, row: Any, *, reload: Callable[[], Keyring]) -> Credential:
+def open_row(
+    keyring: Keyring, row: CredentialRecord, *, reload: Callable[[], Keyring]
+) -> Credential:
     """The credential a row holds; DecryptionError when anything does not open.
 
     ``reload`` re-reads the keyring once when the row's key version is missing (another
@@ -79,7 +82,7 @@ def open_row(keyring: Keyring, row: Any, *, reload: Callable[[], Keyring]) -> Cr
         data_key = unwrap(keyring, wrapped, credential_id=row.id)
     except KeyringError:
         data_key = unwrap(reload(), wrapped, credential_id=row.id)
-    bound = _bound(row.type, row.public)
+    bound = binding(row.type, row.public)
     secrets = {
         name: open_field(
             data_key, _b64(text, row.id), credential_id=row.id, field=name, bound=bound

@@ -1,0 +1,152 @@
+"""The due work the scheduler runs: refresh tokens in their margin, expire what cannot refresh,
+recover stale leases, re-run due probes. Safe to run in any number of processes at once.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from loguru import logger
+
+from credman._operation import Operations
+from credman.access import SYSTEM
+from credman.errors import CredentialError, RefreshFailed
+from credman.lifecycle import Permission, State
+from credman.lifecycle.decisions import is_refreshable, past_expiry
+from credman.notify import CredentialEvent, EventKind, Notifier
+from credman.probes import Probes
+from credman.refresher import Refresher, RefreshOutcome
+from credman.storage import DueCredential, read, repository
+
+__all__ = ["Sweep", "SweepOutcome", "TickReport"]
+
+_USE = frozenset({Permission.USE})
+
+
+class SweepOutcome(StrEnum):
+    """What the sweep did with one due credential."""
+
+    REFRESHED = "refreshed"
+    DEFERRED = "deferred"  # a transient refresh failure; the token still works
+    FAILED = "failed"
+    EXPIRED = "expired"
+    SKIPPED = "skipped"  # nothing to do, or another process had it
+    ERROR = "error"  # an unexpected refusal; named in TickReport.errors
+
+
+@dataclass(slots=True)
+class TickReport:
+    """What one sweep did."""
+
+    now: datetime
+    due: int = 0
+    refreshed: int = 0
+    expired: int = 0
+    failed: int = 0
+    skipped: int = 0
+    probed: int = 0
+    probe_failures: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def count(self, outcome: SweepOutcome, error: str | None = None) -> None:
+        """Add one credential's outcome."""
+        if outcome is SweepOutcome.REFRESHED:
+            self.refreshed += 1
+        elif outcome in (SweepOutcome.DEFERRED, SweepOutcome.FAILED):
+            self.failed += 1
+        elif outcome is SweepOutcome.EXPIRED:
+            self.expired += 1
+        elif outcome is SweepOutcome.ERROR:
+            self.errors.append(error or "error")
+        else:
+            self.skipped += 1
+
+
+_FROM_REFRESH = {
+    RefreshOutcome.REFRESHED: SweepOutcome.REFRESHED,
+    RefreshOutcome.DEFERRED: SweepOutcome.DEFERRED,
+    RefreshOutcome.FAILED: SweepOutcome.FAILED,
+}
+
+
+class Sweep:
+    """Finds due credentials and does their work with bounded concurrency."""
+
+    def __init__(
+        self,
+        operations: Operations,
+        refresher: Refresher,
+        probes: Probes,
+        notifier: Notifier,
+    ) -> None:
+        self._operations = operations
+        self._refresher = refresher
+        self._probes = probes
+        self._notifier = notifier
+
+    def __repr__(self) -> str:
+        return "Sweep()"
+
+    def tick(
+        self, now: datetime | None = None, *, limit: int = 1000, workers: int = 4
+    ) -> TickReport:
+        """Do the due work at ``now`` (default: the clock's time)."""
+        now = now or self._operations.now()
+        report = TickReport(now=now)
+        with read(self._operations.engine) as connection:
+            due = repository.due_credentials(connection, now, limit)
+            probes = repository.due_credentials(connection, now, limit, due="probe_due_at")
+        report.due = len(due)
+        if not due and not probes:
+            return report
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due) + len(probes)))) as pool:
+            for outcome, error in pool.map(lambda record: self._maintain(record, now), due):
+                report.count(outcome, error)
+            for result in pool.map(lambda record: self._probes.test_due(record.id), probes):
+                report.probed += result is not None
+                report.probe_failures += result is not None and not result.ok
+        return report
+
+    def next_wakeup(self) -> datetime | None:
+        """The earliest due time of any credential (for the scheduler's one-shot wake-up)."""
+        with read(self._operations.engine) as connection:
+            return repository.earliest_due(connection)
+
+    def _maintain(self, due: DueCredential, now: datetime) -> tuple[SweepOutcome, str | None]:
+        """One due credential: refresh, expire or recover; never raises."""
+        try:
+            if not is_refreshable(due):
+                expired = self._expire_due(due.id, now)
+                return (SweepOutcome.EXPIRED if expired else SweepOutcome.SKIPPED), None
+            outcome = self._refresher.flight(due.id, SYSTEM, _USE, now=now, sweep=True)
+        except RefreshFailed:
+            return SweepOutcome.FAILED, None
+        except CredentialError as exc:
+            logger.warning("sweep could not maintain {!r}: {}", due.id, type(exc).__name__)
+            return SweepOutcome.ERROR, f"error:{type(exc).__name__}"
+        return _FROM_REFRESH.get(outcome, SweepOutcome.SKIPPED), None
+
+    def _expire_due(self, credential_id: str, now: datetime) -> bool:
+        """Move a non-refreshable credential past its expiry to EXPIRED; whether it did."""
+        ops = self._operations
+        with ops.run("expire", SYSTEM, credential_id) as connection:
+            record = repository.load_credential(
+                connection, credential_id, for_update=True, skip_locked=True, missing_ok=True
+            )
+            if record is None or is_refreshable(record) or record.state == State.REFRESHING:
+                return False
+            live = record.state in (State.ACTIVE, State.UPDATED)
+            if not (live and past_expiry(record.expires_at, now)):
+                return False
+            act = ops.act(connection, SYSTEM, credential_id, _USE, now)
+            version = ops.change(act, record, "expire", {"next_due_at": None})
+            ops.audit(act, "expire", credential_id, version=version)
+        self._notifier.emit(
+            CredentialEvent(
+                kind=EventKind.EXPIRED, credential_id=credential_id, state=State.EXPIRED, at=now
+            )
+        )
+        return True
