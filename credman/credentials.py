@@ -49,6 +49,7 @@ VIEW = frozenset({Permission.USE, Permission.READ, Permission.MANAGE, Permission
 """Any of these lets a principal see a credential's metadata."""
 _HISTORY = frozenset({Permission.MANAGE, Permission.AUDIT})
 _READ_ATTEMPTS = 3
+_RENEW_ATTEMPTS = 2
 
 Opened = tuple[Credential, int]
 """A decrypted credential and the version it was read at."""
@@ -225,7 +226,8 @@ class Credentials:
         credential, version = self.open_for_use(credential_id, principal=principal)
         if not self._expires_within(credential, min_ttl):
             return access_of(credential_id, version, credential)
-        if credential.refreshable:
+        for _ in range(_RENEW_ATTEMPTS if credential.refreshable else 0):
+            # twice: another caller's refresh may have landed just before ours was due
             self._refresher.renew(credential_id, principal, version)
             credential, version = self.open_for_use(credential_id, principal=principal)
             if not self._expires_within(credential, min_ttl):

@@ -568,6 +568,12 @@ class TokenServer:
             device = next(d for d in self._devices.values() if d.user_code == user_code)
             device.slow_down_next += polls
 
+    def expires_at_of(self, access_token: str) -> float | None:
+        """When an access token issued here expires (epoch seconds), even after it did."""
+        with self._lock:
+            issued = self._access_tokens.get(access_token)
+            return None if issued is None else issued.expires_at
+
     def introspect(self, token: str) -> dict[str, object]:
         """What ``/introspect`` would answer about ``token`` (RFC 7662 §2.2)."""
         with self._lock:
