@@ -58,7 +58,8 @@ Actor = str | SystemPrincipal
 """Who performs an operation: a checked principal name, or the system principal."""
 EVERY_CREDENTIAL = "*"
 _SYSTEM_MAY = frozenset({Permission.USE})
-_PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
+# "operator:<os user>" is how the command line records its local operator
+_PRINCIPAL = re.compile(r"(?:operator:)?[A-Za-z0-9][A-Za-z0-9._@/-]{0,127}")
 _PATTERN = re.compile(r"[A-Za-z0-9*?\[\]][A-Za-z0-9._:@/*?\[\]!-]{0,127}")
 
 
@@ -74,7 +75,8 @@ class Grant:
 
 
 def check_principal(principal: str) -> str:
-    """Validate a user principal name (letters, digits, ``._@/-``; not ``system:``)."""
+    """Validate a user principal name (letters, digits, ``._@/-``, maybe after ``operator:``;
+    never ``system:``)."""
     if not isinstance(principal, str) or not _PRINCIPAL.fullmatch(principal):
         raise CredentialValidationError(
             "principal: 1-128 characters of letters, digits and ._@/- (starting with a letter "

@@ -15,7 +15,7 @@ from loguru import logger
 from credman import _sealing
 from credman._operation import Act, Operations
 from credman.access import Actor
-from credman.errors import CredentialUnusable, CredentialValidationError
+from credman.errors import CredentialUnusable, CredentialValidationError, InvalidTransition
 from credman.keys import KeyManager
 from credman.lifecycle import (
     CREDENTIAL_TYPES,
@@ -105,9 +105,16 @@ class Credentials:
     # -- writes ---------------------------------------------------------------------------
 
     def store(
-        self, credential_id: str, credential: Credential, *, principal: Actor, reason: str | None
+        self,
+        credential_id: str,
+        credential: Credential,
+        *,
+        principal: Actor,
+        reason: str | None,
+        create_only: bool = False,
     ) -> CredentialInfo:
-        """Validate, encrypt and upsert; a new credential ends ACTIVE, an update UPDATED."""
+        """Validate, encrypt and upsert; a new credential ends ACTIVE, an update UPDATED.
+        With ``create_only`` an existing id (revoked ones included) is refused, unchanged."""
         credential_id = check_credential_id(credential_id)
         reason = check_reason(reason)
         if not isinstance(credential, Credential):
@@ -132,6 +139,8 @@ class Credentials:
             record = repository.load_credential(
                 connection, credential_id, for_update=True, missing_ok=True
             )
+            if record is not None and create_only:
+                raise _exists(credential_id, record.state)
             pending = isinstance(credential, OAuth2) and credential.awaiting_connect
             if record is None and pending:  # registered for connect: CREATED until authorised
                 record = self._create(act, credential_id, values, reason)
@@ -194,6 +203,20 @@ class Credentials:
             )
         )
         return info
+
+    def purge(self, credential_id: str, *, principal: Actor) -> None:
+        """Remove a revoked credential's row so the id can be stored anew (MANAGE, audited);
+        its history and audit rows stay. Refused for a credential that is not revoked."""
+        credential_id = check_credential_id(credential_id)
+        ops = self._operations
+        with ops.run("purge", principal, credential_id) as connection:
+            act = ops.act(connection, principal, credential_id, {Permission.MANAGE})
+            record = repository.load_credential(connection, credential_id, for_update=True)
+            if record.state != State.REVOKED:
+                raise InvalidTransition(credential_id, record.state, "purge")
+            repository.delete_revoked_credential(connection, credential_id)
+            ops.audit(act, "purge", credential_id, version=record.version)
+        logger.info("purged {!r}", credential_id)
 
     def force_transition(
         self, credential_id: str, trigger: str, *, principal: Actor, reason: str | None
@@ -319,6 +342,15 @@ class Credentials:
                 for record in repository.iter_credentials(connection, state=wanted)
                 if ops.policy.permissions(connection, principal, record.id) & VIEW
             ]
+
+
+def _exists(credential_id: str, state: str) -> CredentialValidationError:
+    hint = "purge it first" if state == State.REVOKED else "update it instead"
+    return CredentialValidationError(
+        f"credential_id: {credential_id!r} already exists ({str(state).lower()}); {hint}",
+        fields=("credential_id",),
+        credential_id=credential_id,
+    )
 
 
 def _check_min_ttl(min_ttl: object) -> float:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import re
-from collections.abc import Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -12,6 +15,7 @@ from typing import Any, cast
 from transitions.extensions.diagrams import GraphMachine
 from transitions.extensions.diagrams_pygraphviz import Graph
 
+from credman.errors import CredentialError
 from credman.lifecycle.machine import EDGES
 from credman.lifecycle.states import State
 
@@ -75,18 +79,67 @@ class _Look:
 
 
 _LOOKS: dict[str, _Look] = {
-    "terminal": _Look(fill="#e6e6e6", stroke="#4d4d4d", width=2, double=True),
+    # what a state means, in the lifecycle and in a credential's path alike
+    "healthy": _Look(fill="#e3f4e1", stroke="#2e7d32", text="#1b5e20", width=1.5),
+    "working": _Look(fill="#e3eefb", stroke="#1565c0", text="#0d47a1", width=1.5),
     "error": _Look(fill="#fde2e1", stroke="#c0392b", text="#7b241c", width=2),
-    # the path view uses transitions' own palette: 'previous' (azure/blue), 'active' (salmon/red)
-    "visited": _Look(fill="#f0ffff", stroke="#0000ff", width=2),
-    "current": _Look(fill="#e9967a", stroke="#ff0000", width=3, double=True),
+    "terminal": _Look(fill="#e6e6e6", stroke="#4d4d4d", width=2, double=True),
+    "start": _Look(fill="#ffffff", stroke="#4d4d4d"),
+    # a credential's path: where it is now, where it has not been
+    # (the SVG fills visited and current states with their meaning's colour; Mermaid
+    # has one class per state, so there they are a plain blue and yellow)
+    "visited": _Look(fill="#f0f7ff", stroke="#1565c0", width=2),
+    "current": _Look(fill="#fff59d", stroke="#000000", width=3.5, double=True),
     "unvisited": _Look(fill="#ffffff", stroke="#b3b3b3", text="#8c8c8c", dashed=True),
 }
-_EDGE_LOOKS: dict[str, dict[str, str]] = {
-    "traversed": {"color": "#0000ff", "fontcolor": "#0000ff", "penwidth": "2.5", "style": "bold"},
-    "untraversed": {"color": "#b3b3b3", "fontcolor": "#8c8c8c", "penwidth": "1", "style": "dashed"},
-    "off_table": {"color": "#ff0000", "fontcolor": "#ff0000", "penwidth": "2.5", "style": "bold"},
+_MEANING: dict[State, str] = {
+    State.CREATED: "start",
+    State.ACTIVE: "healthy",
+    State.UPDATED: "healthy",
+    State.REFRESHING: "working",
+    State.EXPIRED: "error",
+    State.REVOKED: "terminal",
 }
+_MEANING_TEXT = {
+    "start": "stored, not yet usable",
+    "healthy": "usable (ACTIVE: as stored; UPDATED: new material since)",
+    "working": "a refresh is in flight",
+    "error": "not usable until refreshed or re-authorised",
+    "terminal": "revoked for good",
+}
+_EDGE_KINDS: dict[str, tuple[str, str, str]] = {
+    # trigger -> (kind, colour, style): the three REFRESHING/UPDATED edges differ in both
+    "activate": ("operator", "#424242", "solid"),
+    "update": ("operator", "#424242", "solid"),
+    "revoke": ("operator", "#424242", "solid"),
+    "start_refresh": ("refresh", "#1565c0", "solid"),
+    "refresh_succeeded": ("success", "#2e7d32", "bold"),
+    "refresh_deferred": ("setback", "#e65100", "dashed"),
+    "lease_expired": ("setback", "#e65100", "dashed"),
+    "refresh_failed": ("failure", "#c0392b", "dashed"),
+    "expire": ("failure", "#c0392b", "dashed"),
+}
+_EDGE_KIND_TEXT = {
+    "operator": "an operator stores, updates or revokes",
+    "refresh": "a refresh claims the credential",
+    "success": "the provider sent new material",
+    "setback": "no new material; the old still works",
+    "failure": "the material is gone or refused",
+}
+_EDGE_LOOKS: dict[str, dict[str, str]] = {
+    "traversed": {"penwidth": "2.5"},
+    "untraversed": {"color": "#c8c8c8", "fontcolor": "#a0a0a0", "penwidth": "1", "style": "dashed"},
+    "off_table": {"color": "#ff00ff", "fontcolor": "#ff00ff", "penwidth": "2.5", "style": "bold"},
+}
+_SHOWN_STEPS = 4  # step numbers written on one arrow before it says "... (xN)"
+
+
+def _edge_look(trigger: str) -> dict[str, str]:
+    """Colour and line style of a table edge, by what it means."""
+    if trigger not in _EDGE_KINDS:
+        return {}
+    _, colour, style = _EDGE_KINDS[trigger]
+    return {"color": colour, "fontcolor": colour, "style": style}
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,11 +237,15 @@ def lifecycle_markdown() -> str:
 
 
 def lifecycle_svg() -> bytes:
-    """The whole lifecycle as SVG, laid out by Graphviz; byte-identical on every run."""
+    """The whole lifecycle as SVG, top-down, with a legend; byte-identical on every run."""
     graph = _graph(title="Credential lifecycle (generated from lifecycle/machine.py)")
     for name, members in _lifecycle_classes().items():
         for state in members:
             graph.get_node(state).attr.update({**_LOOKS[name].node_attrs(), "class": name})
+    for arrow in _lifecycle_arrows():
+        if arrow.trigger:
+            _edge(graph, arrow).attr.update(_edge_look(arrow.trigger))
+    _add_legend(graph, path=False)
     return _render(graph)
 
 
@@ -202,7 +259,13 @@ def write_lifecycle_diagrams(directory: Path) -> list[Path]:
 
 
 def _lifecycle_classes() -> dict[str, tuple[State, ...]]:
-    return {"terminal": FINAL_STATES, "error": ERROR_STATES}
+    """States by meaning (the error and terminal ones as ERROR_STATES and FINAL_STATES say)."""
+    special = (*ERROR_STATES, *FINAL_STATES)
+    classes: dict[str, tuple[State, ...]] = {
+        name: tuple(s for s in State if _MEANING[s] == name and s not in special)
+        for name in ("start", "healthy", "working")
+    }
+    return classes | {"error": ERROR_STATES, "terminal": FINAL_STATES}
 
 
 # --- one credential's path -------------------------------------------------------------------
@@ -213,15 +276,26 @@ class _Path:
     """A credential's history folded onto the lifecycle's arrows."""
 
     arrows: list[_Arrow]  # the lifecycle's arrows, then steps that match none, in order
-    counts: dict[_Arrow, int]  # traversed arrows and how often
+    steps: dict[_Arrow, list[int]]  # traversed arrows and the history step numbers taking them
     visited: frozenset[State]
     current: State
 
+    @property
+    def counts(self) -> dict[_Arrow, int]:
+        """Traversed arrows and how often each was taken."""
+        return {arrow: len(numbers) for arrow, numbers in self.steps.items()}
+
     def label(self, arrow: _Arrow) -> str:
-        """The arrow's label, with its count when taken more than once and a note if off-table."""
-        count = self.counts.get(arrow, 0)
-        times = f" ×{count}" if count > 1 else ""
-        return f"{arrow.label}{times}{'' if arrow.in_table else ' (not in table)'}".strip()
+        """The arrow's label after the numbers of the history steps that took it
+        (``(3,5) start_refresh``): the first few and the last, with a count when taken often."""
+        numbers = self.steps.get(arrow, [])
+        shown = ",".join(map(str, numbers[:_SHOWN_STEPS]))
+        if len(numbers) > _SHOWN_STEPS:
+            shown += f"…{numbers[-1]}"
+        steps = f"({shown}) " if numbers else ""
+        times = f" ×{len(numbers)}" if len(numbers) > _SHOWN_STEPS else ""
+        note = "" if arrow.in_table else " (not in table)"
+        return f"{steps}{arrow.label}{times}{note}".strip()
 
     def classes(self) -> dict[str, tuple[State, ...]]:
         """States by class: current, visited (the others seen), unvisited."""
@@ -236,7 +310,8 @@ def credential_path_mermaid(credential_id: str, steps: Sequence[Step], current: 
     """One credential's actual path as a Mermaid ``stateDiagram-v2``.
 
     Every state and edge of the lifecycle is drawn; traversed edges are labelled with a
-    check mark, and a count when taken more than once; states are classed ``current``,
+    check mark and the numbers of the history steps that took them (``✔ (3,5)
+    start_refresh``), so it reads in the order of the path; states are classed ``current``,
     ``visited`` or ``unvisited``. Steps that match no edge of the table are drawn too,
     marked ``(not in table)``. ``steps`` are the history rows, oldest first.
     """
@@ -248,32 +323,49 @@ def credential_path_mermaid(credential_id: str, steps: Sequence[Step], current: 
     ]
     for arrow in path.arrows:
         label = path.label(arrow)
-        lines.append(_mermaid_arrow(arrow, f"✔ {label}".strip() if arrow in path.counts else label))
+        lines.append(_mermaid_arrow(arrow, f"✔ {label}".strip() if arrow in path.steps else label))
     lines += _mermaid_classes(path.classes())
     return "\n".join(lines) + "\n"
 
 
 def credential_path_svg(credential_id: str, steps: Sequence[Step], current: str) -> bytes:
-    """One credential's actual path as SVG: traversed edges bold blue with counts, the rest
-    dashed grey, visited states blue, the current state salmon with a double border."""
+    """One credential's actual path as SVG: traversed edges bold in their kind's colour and
+    numbered in the order of the history, the rest dashed grey; visited states coloured by
+    meaning, unvisited ones faded, the current one yellow with a heavy double border."""
     path = _fold(credential_id, steps, current)
-    graph = _graph(title=f"Credential {_printable(credential_id)}: its path through the lifecycle")
+    graph = _graph(title=f"Credential {_printable(credential_id)}: its path, step by step")
     for name, members in path.classes().items():
         for state in members:
-            graph.get_node(state).attr.update({**_LOOKS[name].node_attrs(), "class": name})
+            graph.get_node(state).attr.update({**_path_look(name, state), "class": name})
     for arrow in path.arrows:
-        if arrow.in_table:
-            edge, kind = _edge(graph, arrow), "traversed" if arrow in path.counts else "untraversed"
+        if not arrow.in_table:
+            edge, kind, look = _add_edge(graph, arrow), "off_table", {}
+        elif arrow in path.steps:
+            edge, kind, look = _edge(graph, arrow), "traversed", _edge_look(arrow.trigger)
         else:
-            edge, kind = _add_edge(graph, arrow), "off_table"
-        edge.attr.update({**_EDGE_LOOKS[kind], "label": path.label(arrow), "class": kind})
+            edge, kind, look = _edge(graph, arrow), "untraversed", {}
+        style = {**look, **_EDGE_LOOKS[kind]}
+        if kind == "traversed" and look.get("style") == "dashed":
+            style["style"] = "bold,dashed"
+        edge.attr.update({**style, "label": path.label(arrow), "class": kind})
+    _add_legend(graph, path=True)
     return _render(graph)
+
+
+def _path_look(name: str, state: State) -> dict[str, str]:
+    """Visited states look as their meaning; the current one too, under a heavy border."""
+    meaning = _LOOKS[_MEANING[state]].node_attrs()
+    if name == "visited":
+        return meaning
+    if name == "current":
+        return {**_LOOKS["current"].node_attrs(), "fillcolor": meaning["fillcolor"]}
+    return _LOOKS[name].node_attrs()
 
 
 def _fold(credential_id: str, steps: Sequence[Step], current: str) -> _Path:
     """Check the history rows and count how often each arrow was taken."""
     table = {(a.source, a.dest, a.trigger): a for a in _lifecycle_arrows() if a.trigger}
-    counts: dict[_Arrow, int] = {}
+    taken: dict[_Arrow, list[int]] = {}
     visited: set[State] = set()
     for number, (source, dest, trigger) in enumerate(steps, start=1):
         where = f"credential {credential_id!r}, history step {number}"
@@ -288,11 +380,11 @@ def _fold(credential_id: str, steps: Sequence[Step], current: str) -> _Path:
             visited.add(origin)
             off_table = _Arrow(origin, to, trigger, in_table=False)
             arrow = table.get((origin, to, trigger), off_table)
-        counts[arrow] = counts.get(arrow, 0) + 1
+        taken.setdefault(arrow, []).append(number)
         visited.add(to)
     lifecycle = _lifecycle_arrows()
-    extra = [arrow for arrow in counts if arrow not in lifecycle]
-    return _Path(lifecycle + extra, counts, frozenset(visited), _state(current, "current state"))
+    extra = [arrow for arrow in taken if arrow not in lifecycle]
+    return _Path(lifecycle + extra, taken, frozenset(visited), _state(current, "current state"))
 
 
 def _state(name: str, where: str) -> State:
@@ -334,11 +426,13 @@ class _EdgePerTriggerGraph(Graph):
         self.fsm_graph = pygraphviz.AGraph(
             directed=True,
             strict=False,
-            rankdir="LR",
-            nodesep="0.4",
+            rankdir="TB",
+            nodesep="0.35",
+            ranksep="0.45",
             fontname=_FONT,
             labelloc="t",
-            fontsize="16",
+            fontsize="15",
+            size="8.3,20",  # at most ~800 px wide in a README, scaled down if need be
         )
         node_styles = cast(dict[str, dict[str, str]], self.machine.style_attributes["node"])
         self.fsm_graph.node_attr.update(node_styles["default"])
@@ -360,8 +454,12 @@ class _EdgePerTriggerGraph(Graph):
 
 def _graph(title: str) -> Any:
     """A fresh pygraphviz graph of the lifecycle, built by transitions from the table."""
-    if importlib.util.find_spec("pygraphviz") is None:
-        raise RuntimeError("SVG diagrams need pygraphviz: pip install 'credman[diagrams]'")
+    try:
+        import pygraphviz  # noqa: F401  (the optional 'diagrams' extra; generate() draws with it)
+    except ImportError:
+        raise CredentialError(
+            "SVG diagrams need the 'diagrams' extra (pygraphviz): pip install 'credman[diagrams]'"
+        ) from None
     spec: list[dict[str, Any]] = [
         {
             "trigger": e.trigger,
@@ -392,6 +490,46 @@ def _graph(title: str) -> Any:
     return graph
 
 
+def _add_legend(graph: Any, *, path: bool) -> None:
+    """A key below the diagram: what the state colours and the line colours mean."""
+    rows = [
+        _legend_row(_swatch(_LOOKS[name].fill, _LOOKS[name].stroke), name, text)
+        for name, text in _MEANING_TEXT.items()
+    ]
+    colours = {kind: colour for kind, colour, _ in _EDGE_KINDS.values()}
+    rows += [
+        _legend_row(f'<font color="{colours[kind]}">━━━</font>', kind, text)
+        for kind, text in _EDGE_KIND_TEXT.items()
+    ]
+    if path:
+        rows.append(_legend_row(_swatch("#ffffff", "#000000", 3), "now", "its state now"))
+        rows.append(_legend_row('<font color="#a0a0a0">╌╌╌</font>', "not taken", ""))
+        rows.append(_legend_row("(N)", "step", "the Nth row of its history"))
+    label = (
+        '<<table border="0" cellborder="0" cellspacing="0" cellpadding="2">'
+        + "".join(rows)
+        + "</table>>"
+    )
+    graph.add_node(
+        "__legend__", id="legend", shape="box", style="rounded", color="#b3b3b3", label=label
+    )
+    graph.add_subgraph(["__legend__"], name="legend_rank", rank="sink")
+
+
+def _swatch(fill: str, stroke: str, border: int = 1) -> str:
+    return (
+        f'<table border="{border}" cellborder="0" color="{stroke}" bgcolor="{fill}" '
+        'style="rounded" cellpadding="0"><tr><td width="22" height="9"></td></tr></table>'
+    )
+
+
+def _legend_row(mark: str, name: str, text: str) -> str:
+    return (
+        f'<tr><td align="center">{mark}</td>'
+        f'<td align="left"><b>{name}</b></td><td align="left">{text}</td></tr>'
+    )
+
+
 def _add_edge(graph: Any, arrow: _Arrow) -> Any:
     source = _SVG_START if arrow.source == _MARKER else arrow.source
     dest = _SVG_END if arrow.dest == _MARKER else arrow.dest
@@ -406,9 +544,37 @@ def _edge(graph: Any, arrow: _Arrow) -> Any:
     return graph.get_edge(source, dest, key=arrow.trigger or "marker")
 
 
+_FONTCONFIG_NOISE = re.compile(rb"Fontconfig warning: .*unknown element .*\n?")
+
+
+@contextmanager
+def _fontconfig_noise_filtered() -> Iterator[None]:
+    """Drop one harmless warning from the C library's stderr while Graphviz draws.
+
+    The fontconfig bundled in pygraphviz's wheel is older than many systems' font
+    configuration and prints "Fontconfig warning: ... unknown element" for every newer
+    element on each render (it reads its template folder whatever ``FONTCONFIG_FILE``
+    says). Everything else the library writes to stderr is passed on unchanged.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            rest = _FONTCONFIG_NOISE.sub(b"", captured.read())
+            if rest:
+                os.write(2, rest)
+
+
 def _render(graph: Any) -> bytes:
     """Lay out and draw; drop the generator comment (it names the Graphviz build)."""
-    svg: bytes = graph.draw(format="svg", prog="dot")
+    with _fontconfig_noise_filtered():
+        svg: bytes = graph.draw(format="svg", prog="dot")
     return _GENERATOR_COMMENT.sub(b"", svg)
 
 

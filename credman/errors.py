@@ -68,7 +68,11 @@ class AccessDenied(CredentialError):
 
 
 class InvalidTransition(CredentialError):
-    """The lifecycle refused a trigger in the current state; nothing changed."""
+    """The lifecycle refused a trigger in the current state; nothing changed.
+
+    The message says it plainly ("credential 'x' is already revoked"); ``state``,
+    ``trigger`` and ``guard`` keep the state machine's words for logs and tools.
+    """
 
     def __init__(
         self,
@@ -77,14 +81,47 @@ class InvalidTransition(CredentialError):
         trigger: str,
         guard: str | None = None,
     ) -> None:
-        why = f" (guard {guard!r} refused)" if guard else ""
         super().__init__(
-            f"invalid transition: {trigger!r} from state {state}{why}",
-            credential_id=credential_id,
+            _plain_refusal(credential_id, state, trigger, guard), credential_id=credential_id
         )
         self.state = state
         self.trigger = trigger
         self.guard = guard
+
+
+_ACTIONS = {
+    "activate": "activated",
+    "update": "updated",
+    "start_refresh": "refreshed",
+    "refresh_succeeded": "refreshed",
+    "refresh_deferred": "refreshed",
+    "refresh_failed": "refreshed",
+    "lease_expired": "taken back from its refresher",
+    "expire": "expired",
+    "revoke": "revoked",
+    "purge": "purged (only a revoked credential can be)",
+}
+_GUARDS = {
+    "refreshable": "it has no way to get a new token (only OAuth2 with a refresh token or "
+    "client credentials, and JWT assertions, refresh)",
+    "past_expiry": "its material has not expired yet",
+    "token_valid": "its token is no longer valid",
+    "lease_stale": "its refresher still holds the lease",
+}
+
+
+def _plain_refusal(credential_id: str | None, state: str, trigger: str, guard: str | None) -> str:
+    """What an operator should read when the lifecycle says no."""
+    subject = f"credential {credential_id!r}" if credential_id else "the credential"
+    state_name = str(getattr(state, "value", state))
+    if trigger == "revoke" and state_name == "REVOKED":
+        return f"{subject} is already revoked"
+    action = _ACTIONS.get(trigger, f"changed by {trigger}")
+    if state_name == "REVOKED":
+        return f"{subject} is revoked and cannot be {action}"
+    if guard in _GUARDS:
+        return f"{subject} cannot be {action}: {_GUARDS[guard]}"
+    return f"{subject} cannot be {action} while it is {state_name.lower()}"
 
 
 class CredentialValidationError(CredentialError, ValueError):

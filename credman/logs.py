@@ -116,7 +116,7 @@ def _exception_text(record: Record) -> str | None:
     return redact("".join(lines))  # standard tracebacks show code, never local values
 
 
-def _render(record: Record, *, serialize: bool) -> str:
+def _render(record: Record, *, serialize: bool, source: bool = False) -> str:
     message = redact(record["message"])
     extra = redact_value(record["extra"])
     exception = _exception_text(record)
@@ -133,22 +133,25 @@ def _render(record: Record, *, serialize: bool) -> str:
         }
         return json.dumps(document, ensure_ascii=False, default=str) + "\n"
     time = record["time"].isoformat(timespec="milliseconds")
-    where = f"{record['name']}:{record['function']}:{record['line']}"
+    where = f"{record['name']}:{record['function']}:{record['line']} - " if source else ""
     fields = "".join(f" {key}={value}" for key, value in extra.items())
-    line = f"{time} | {record['level'].name:<8} | {where} - {message}{fields}\n"
+    line = f"{time} | {record['level'].name:<8} | {where}{message}{fields}\n"
     return line + (exception or "")
 
 
 class _RedactingSink:
     """A loguru sink that writes each record, rendered from a redacted copy, to a target."""
 
-    def __init__(self, target: TextIO | Callable[[str], object] | None, *, serialize: bool) -> None:
+    def __init__(
+        self, target: TextIO | Callable[[str], object] | None, *, serialize: bool, source: bool
+    ) -> None:
         self._target = target
         self._serialize = serialize
+        self._source = source
 
     def __call__(self, message: Message) -> None:
         try:
-            self._write(_render(message.record, serialize=self._serialize))
+            self._write(_render(message.record, serialize=self._serialize, source=self._source))
         except Exception as exc:  # loguru's own error report would print the raw record
             with suppress(Exception):
                 sys.stderr.write(f"credman: a log line was dropped ({type(exc).__name__})\n")
@@ -172,6 +175,7 @@ def configure_logging(
     serialize: bool = False,
     *,
     replace_default: bool = True,
+    source: bool = False,
 ) -> int:
     """Enable the ``credman`` logger and send records at ``level`` and above to ``sink``,
     redacted, as text lines or JSON lines (``serialize``); returns the loguru handler id.
@@ -179,10 +183,11 @@ def configure_logging(
     ``sink`` is a stream or a callable taking one line; the default is ``sys.stderr`` as it
     is when each line is written. The sink installed by an earlier call is replaced, and so
     (``replace_default``) is loguru's default stderr handler, which prints raw messages and
-    traceback locals. Sinks added by anyone else are left alone.
+    traceback locals. Sinks added by anyone else are left alone. Text lines name the
+    emitting ``module:function:line`` only with ``source``.
     """
     handler_id = logger.add(  # first, so a bad argument leaves the old setup in place
-        _RedactingSink(sink, serialize=serialize),
+        _RedactingSink(sink, serialize=serialize, source=source),
         level=level,
         format="{message}",
         colorize=False,

@@ -185,10 +185,12 @@ class CredentialManager:
         *,
         principal: str,
         reason: str | None = None,
+        create_only: bool = False,
     ) -> CredentialInfo:
-        """Validate, encrypt and upsert; a new credential ends ACTIVE, an update UPDATED."""
+        """Validate, encrypt and upsert; a new credential ends ACTIVE, an update UPDATED.
+        ``create_only`` refuses an id that exists (``CredentialValidationError``)."""
         return self._credentials.store(
-            credential_id, credential, principal=principal, reason=reason
+            credential_id, credential, principal=principal, reason=reason, create_only=create_only
         )
 
     @overload
@@ -243,6 +245,10 @@ class CredentialManager:
     ) -> CredentialInfo:
         """Withdraw for good: REVOKED, secret material and data key destroyed; history kept."""
         return self._credentials.revoke(credential_id, principal=principal, reason=reason)
+
+    def purge(self, credential_id: str, *, principal: str) -> None:
+        """Remove a revoked credential so its id is free again; history and audit stay."""
+        self._credentials.purge(credential_id, principal=principal)
 
     # -- connect and re-authorize ---------------------------------------------------------
 

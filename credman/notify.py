@@ -60,9 +60,11 @@ class CredentialEvent:
 
 
 class Hook(Protocol):
-    """Receives events after the change is committed."""
+    """Receives events after the change is committed: any callable taking one event
+    positionally (a function, a bound method such as ``events.append``); its result is
+    ignored."""
 
-    def __call__(self, event: CredentialEvent) -> None:
+    def __call__(self, event: CredentialEvent, /) -> object:
         """Handle one event; exceptions are logged, not raised."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal, Self, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, get_args, overload
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -107,7 +107,37 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-SecretStr = Annotated[Secret, PlainValidator(_to_secret), PlainSerializer(lambda s: s.reveal())]
+if TYPE_CHECKING:
+    # How a type checker sees a secret field: set from a str (or a Secret), read as a Secret,
+    # which is what the validator below does at run time. A descriptor says exactly that:
+    # dataclass_transform takes __init__'s parameter type from __set__ (PEP 681).
+
+    class SecretStr:
+        """A secret field: accepts ``str | Secret``, holds a :class:`Secret`."""
+
+        @overload
+        def __get__(self, instance: None, owner: type) -> SecretStr: ...
+        @overload
+        def __get__(self, instance: object, owner: type) -> Secret: ...
+        def __get__(self, instance: object, owner: type) -> Secret | SecretStr: ...
+        def __set__(self, instance: object, value: str | Secret) -> None: ...
+
+    class OptionalSecretStr:
+        """An optional secret field: accepts ``str | Secret | None``, holds ``Secret | None``."""
+
+        @overload
+        def __get__(self, instance: None, owner: type) -> OptionalSecretStr: ...
+        @overload
+        def __get__(self, instance: object, owner: type) -> Secret | None: ...
+        def __get__(self, instance: object, owner: type) -> Secret | OptionalSecretStr | None: ...
+        def __set__(self, instance: object, value: str | Secret | None) -> None: ...
+
+else:
+    SecretStr = Annotated[Secret, PlainValidator(_to_secret), PlainSerializer(lambda s: s.reveal())]
+    OptionalSecretStr = SecretStr | None
+
+NO_SECRET: Any = None
+"""The default of an optional secret field: None, typed so it fits the checker's descriptor."""
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH), AfterValidator(_non_blank)]
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
 Lifetime = Annotated[int, Field(gt=0, le=int(MAX_LIFETIME.total_seconds()))]
@@ -281,7 +311,7 @@ class OAuth2(Credential, _Expiring):
     kind: ClassVar[str] = "oauth2"
     token_url: TokenUrl
     client_id: Text
-    client_secret: SecretStr | None = None
+    client_secret: OptionalSecretStr = NO_SECRET
     grant_type: Literal["refresh_token", "client_credentials"] = "refresh_token"
     client_auth: Literal["client_secret_post", "client_secret_basic", "private_key_jwt"] = (
         "client_secret_post"
@@ -292,8 +322,8 @@ class OAuth2(Credential, _Expiring):
     """The client assertion's algorithm (None: RS256)."""
     client_key_id: Text | None = None
     scope: Text | None = None
-    access_token: SecretStr | None = None
-    refresh_token: SecretStr | None = None
+    access_token: OptionalSecretStr = NO_SECRET
+    refresh_token: OptionalSecretStr = NO_SECRET
     token_type: Annotated[str, Field(min_length=1, max_length=64)] = "Bearer"
     authorization_url: TokenUrl | None = None
     device_authorization_url: TokenUrl | None = None
@@ -344,7 +374,7 @@ class JWTBearer(Credential, _Expiring):
     key_id: Text | None = None
     scope: Text | None = None
     assertion_lifetime: Annotated[int, Field(gt=0, le=3600)] = 300
-    access_token: SecretStr | None = None
+    access_token: OptionalSecretStr = NO_SECRET
 
     @model_validator(mode="after")
     def _key_matches_algorithm(self) -> Self:
@@ -353,11 +383,33 @@ class JWTBearer(Credential, _Expiring):
             raise ValueError(
                 "private_key: a PEM key for RS/PS/ES algorithms, a shared secret for HS"
             )
+        if pem:
+            _check_private_key(self.private_key.reveal(), self.algorithm)
         return self
 
     @classmethod
     def can_refresh(cls, public: Mapping[str, Any], secret_names: Collection[str]) -> bool:
         return True
+
+
+def _check_private_key(pem: str, algorithm: str) -> None:
+    """The PEM opens as an unencrypted private key of the algorithm's family (at store time,
+    not at the first refresh)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(
+            "private_key: not a readable PEM private key (unencrypted PKCS#8 or PKCS#1/SEC1)"
+        ) from None
+    rsa_family = algorithm[:2] in ("RS", "PS")
+    if not isinstance(key, rsa.RSAPrivateKey if rsa_family else ec.EllipticCurvePrivateKey):
+        raise ValueError(
+            f"private_key: {algorithm} needs {'an RSA' if rsa_family else 'an EC'} key"
+        )
 
 
 CREDENTIAL_TYPES: dict[str, type[Credential]] = {

@@ -1,9 +1,9 @@
 """APScheduler wiring: a periodic sweep and a one-shot wake-up at the earliest due time.
 
-The database is the only source of truth (DESIGN.md §6): every credential row carries its
-next due time, and the sweep calls :meth:`CredentialManager.tick`, which claims due rows
-itself. APScheduler only decides *when* to sweep, so its in-memory job store is never
-shared between processes and any number of processes may run it. Jobs coalesce and have
+The database is the only source of truth: every credential row carries its next due
+time, and the sweep calls :meth:`CredentialManager.tick`, which claims due rows itself.
+APScheduler only decides *when* to sweep, so its in-memory job store is never shared
+between processes and any number of processes may run it. Jobs coalesce and have
 no misfire grace limit on purpose: after downtime, everything overdue is swept once, at
 once, instead of being dropped (APScheduler's default grace of 1 s would drop it).
 """
@@ -19,9 +19,8 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
 
-from credman.sweep import TickReport
-
 if TYPE_CHECKING:
+    from credman import TickReport
     from credman.manager import CredentialManager
 
 __all__ = ["CredentialScheduler"]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal, overload
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from credman.errors import ConcurrentUpdate, NotFound
 from credman.storage.records import CredentialRecord, DueCredential, HistoryRecord
@@ -22,6 +22,7 @@ __all__ = [
     "CREDENTIALS",
     "HISTORY",
     "append_history",
+    "delete_revoked_credential",
     "due_credentials",
     "earliest_due",
     "history_rows",
@@ -115,6 +116,16 @@ def update_credential(
             credential_id=credential_id,
         )
     return version
+
+
+_DELETE_REVOKED = delete(CREDENTIALS).where(
+    CREDENTIALS.c.id == bindparam("b_id"), CREDENTIALS.c.state == "REVOKED"
+)
+
+
+def delete_revoked_credential(connection: Connection, credential_id: str) -> bool:
+    """Remove a REVOKED credential's row (its history rows stay); whether one was removed."""
+    return bool(connection.execute(_DELETE_REVOKED, {"b_id": credential_id}).rowcount == 1)
 
 
 def record_probe(connection: Connection, credential_id: str, values: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ POSTGRES_URL = os.environ.get(
 )
 REQUIRE_POSTGRES = os.environ.get("CREDMAN_REQUIRE_POSTGRES") == "1"
 CLIENT, SECRET = "client-1", "client-secret-1"
-"""The OAuth client every test token server knows."""
+"""The OAuth client every test token server knows (tests get it through the fixtures below)."""
 LOG_LINES: list[str] = []
 """Every log line credman wrote during the session (the canary sweep scans it)."""
 CANARIES: set[str] = set()
@@ -60,6 +60,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if leaked:
         print(f"\nSECRET LEAK: {len(leaked)} canary secrets appeared in credman's log output")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def log_lines() -> list[str]:
+    """Every log line credman wrote so far in the session (slice it to see one test's lines)."""
+    return LOG_LINES
 
 
 @pytest.fixture
@@ -145,18 +151,36 @@ def manager(make_manager: Callable[..., CredentialManager]) -> CredentialManager
 
 
 @pytest.fixture
-def server() -> Iterator[TokenServer]:
+def token_server() -> Callable[..., TokenServer]:
+    """Build (not start) a loopback token server that knows the test OAuth client; use it
+    with ``with``: ``with token_server(slow_seconds=5) as slow: ...``."""
+
+    def build(**options: Any) -> TokenServer:
+        return TokenServer(clients={CLIENT: SECRET}, **options)
+
+    return build
+
+
+@pytest.fixture
+def server(token_server: Callable[..., TokenServer]) -> Iterator[TokenServer]:
     """A strict provider on loopback: rotates refresh tokens, revokes the grant on replay."""
-    with TokenServer(clients={CLIENT: SECRET}, access_token_lifetime=3600) as running:
+    with token_server(access_token_lifetime=3600) as running:
         yield running
 
 
-def oauth_credential(server: TokenServer, **overrides: Any) -> OAuth2:
-    """An OAuth2 refresh-token credential with a fresh grant at ``server``."""
-    values: dict[str, Any] = {
-        "token_url": server.url,
-        "client_id": CLIENT,
-        "client_secret": SECRET,
-        "refresh_token": server.grant(CLIENT),
-    }
-    return OAuth2(**(values | overrides))
+@pytest.fixture
+def oauth_credential() -> Callable[..., OAuth2]:
+    """Build an OAuth2 credential for the test client at a token server: a fresh grant
+    unless ``refresh_token`` is given; other fields by keyword."""
+
+    def build(server: TokenServer, **overrides: Any) -> OAuth2:
+        values: dict[str, Any] = {
+            "token_url": server.url,
+            "client_id": CLIENT,
+            "client_secret": SECRET,
+        }
+        if "refresh_token" not in overrides:
+            values["refresh_token"] = server.grant(CLIENT)
+        return OAuth2(**(values | overrides))
+
+    return build

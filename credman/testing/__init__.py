@@ -10,6 +10,7 @@
 
 ``time_machine`` freezes time with freezegun (process-wide), lets you move it, and runs
 :meth:`CredentialManager.tick` at the new time, as the scheduler would. No sleeps.
+freezegun comes with the ``testing`` extra: ``pip install 'credman[testing]'``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from freezegun import freeze_time
+from credman.errors import CredentialError
 
 if TYPE_CHECKING:
+    from credman import TickReport
     from credman.manager import CredentialManager
-    from credman.sweep import TickReport
 
 __all__ = ["TimeMachine", "time_machine"]
 
@@ -59,5 +60,11 @@ def time_machine(
     manager: CredentialManager, start: datetime | str | None = None
 ) -> Iterator[TimeMachine]:
     """Freeze time at ``start`` (default: now) for the block; yield a :class:`TimeMachine`."""
+    try:
+        from freezegun import freeze_time
+    except ImportError:
+        raise CredentialError(
+            "time_machine needs the 'testing' extra (freezegun): pip install 'credman[testing]'"
+        ) from None
     with freeze_time(start or datetime.now(UTC)) as frozen:
         yield TimeMachine(manager, frozen)

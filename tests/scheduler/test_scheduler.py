@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
-from conftest import CLIENT, SECRET, oauth_credential
 from freezegun import freeze_time
 
-from credman import BearerToken, CredentialManager, State
+from credman import BearerToken, CredentialManager, OAuth2, State
 from credman.scheduler import CredentialScheduler
 from credman.testing import time_machine
 from credman.testing.provider import TokenServer
@@ -37,7 +36,9 @@ def test_static_token_expires_exactly_at_expiry(manager: CredentialManager) -> N
 
 
 def test_downtime_of_a_day_is_caught_up_in_one_tick(
-    manager: CredentialManager, server: TokenServer
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """After a day down, one tick refreshes or expires every overdue credential exactly once."""
     with freeze_time(START) as frozen:
@@ -84,7 +85,11 @@ def test_apscheduler_fires_the_transition_when_the_clock_moves(
     assert 1 == scheduler.last_report.expired
 
 
-def test_time_machine_helper_runs_due_work(manager: CredentialManager, server: TokenServer) -> None:
+def test_time_machine_helper_runs_due_work(
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
+) -> None:
     """credman.testing.time_machine moves time and runs the sweep, for users' own tests."""
     with time_machine(manager, START) as clock:
         manager.store(
@@ -97,10 +102,14 @@ def test_time_machine_helper_runs_due_work(manager: CredentialManager, server: T
 
 @pytest.mark.slow
 def test_serve_processes_never_refresh_twice(
-    make_manager: Callable[..., CredentialManager], database_url: str, key_file: Path
+    make_manager: Callable[..., CredentialManager],
+    database_url: str,
+    key_file: Path,
+    oauth_credential: Callable[..., OAuth2],
+    token_server: Callable[..., TokenServer],
 ) -> None:
     """Three `credman serve` processes over one database: each grant refreshed once per cycle."""
-    with TokenServer(clients={CLIENT: SECRET}, access_token_lifetime=4) as provider:
+    with token_server(access_token_lifetime=4) as provider:
         manager = make_manager()
         grants = []
         for number in range(12):

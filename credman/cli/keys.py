@@ -1,8 +1,6 @@
 """The ``credman keys`` commands: rotate, rewrap, status and retire the key-encryption keys.
 
-Registered on the main app as ``app.add_typer(keys_app, name="keys")``. The helpers of
-:mod:`credman.cli` are reached through the module at call time, so either module may be
-imported first.
+Registered on the root app by :func:`register` as ``credman keys``.
 """
 
 from __future__ import annotations
@@ -15,9 +13,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from credman import cli, keys
+from credman import keys
+from credman.cli.context import open_manager, options
+from credman.cli.output import err, out
 
-__all__ = ["keys_app"]
+__all__ = ["keys_app", "register"]
 
 keys_app = typer.Typer(
     help="Key-encryption keys: rotate, rewrap, status, retire.", no_args_is_help=True
@@ -43,7 +43,7 @@ def _progress_bar() -> Iterator[keys.Progress]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=cli.err) as bar:
+    with Progress(*columns, console=err) as bar:
         task = bar.add_task("rewrap", total=None)
 
         def advance(event: keys.RewrapProgress) -> None:
@@ -54,19 +54,19 @@ def _progress_bar() -> Iterator[keys.Progress]:
 
 def _print_rewrap(report: keys.RewrapReport) -> None:
     """Say what a rewrap did; exit 1 if rows are left on older versions."""
-    cli.out.print(
+    out.print(
         f"re-wrapped {report.rewrapped} data keys under version {report.primary} "
         f"in {report.batches} batches"
     )
     if report.unreadable:
         shown = ", ".join(report.unreadable[:10]) + (", ..." if len(report.unreadable) > 10 else "")
-        cli.err.print(
+        err.print(
             f"warning: {len(report.unreadable)} data keys did not open and keep their old "
             f"version: {shown}",
             markup=False,
         )
     if report.remaining:
-        cli.err.print(
+        err.print(
             f"{report.remaining} credentials are still on older key versions: "
             "run 'credman keys rewrap' again",
             markup=False,
@@ -77,18 +77,18 @@ def _print_rewrap(report: keys.RewrapReport) -> None:
 @keys_app.command()
 def rotate(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) -> None:
     """Add a new primary key version and re-wrap every data key under it."""
-    principal = cli._options(ctx).principal
-    with cli._manager(ctx) as manager, _progress_bar() as progress:
+    principal = options(ctx).principal
+    with open_manager(ctx) as manager, _progress_bar() as progress:
         report = manager.rotate_keys(principal=principal, batch_size=batch_size, progress=progress)
-    cli.out.print(f"key version {report.primary} is primary (was {report.previous_primary})")
+    out.print(f"key version {report.primary} is primary (was {report.previous_primary})")
     _print_rewrap(report.rewrap)
 
 
 @keys_app.command()
 def rewrap(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) -> None:
     """Re-wrap data keys not yet on the primary (finishes an interrupted rotation)."""
-    principal = cli._options(ctx).principal
-    with cli._manager(ctx) as manager, _progress_bar() as progress:
+    principal = options(ctx).principal
+    with open_manager(ctx) as manager, _progress_bar() as progress:
         report = manager.rewrap_keys(principal=principal, batch_size=batch_size, progress=progress)
     _print_rewrap(report)
 
@@ -104,19 +104,19 @@ def _note(version: keys.KeyVersionStatus) -> str:
 @keys_app.command()
 def status(ctx: typer.Context) -> None:
     """Key versions, which is primary, and how many credentials each protects."""
-    with cli._manager(ctx) as manager:
-        report = manager.key_status(principal=cli._options(ctx).principal)
+    with open_manager(ctx) as manager:
+        report = manager.key_status(principal=options(ctx).principal)
     table = Table("version", "primary", "credentials", "note")
     for version in report.versions:
         primary = "yes" if version.primary else ""
         table.add_row(str(version.version), primary, str(version.credentials), _note(version))
-    cli.out.print(table)
-    cli.out.print(f"revoked credentials with no data key (shredded): {report.shredded}")
+    out.print(table)
+    out.print(f"revoked credentials with no data key (shredded): {report.shredded}")
     if report.pending:
-        cli.out.print(f"{report.pending} credentials not on the primary: run 'credman keys rewrap'")
+        out.print(f"{report.pending} credentials not on the primary: run 'credman keys rewrap'")
     if report.missing:
         missing = ", ".join(map(str, report.missing))
-        cli.err.print(f"key versions referenced but not in the keyring: {missing}", markup=False)
+        err.print(f"key versions referenced but not in the keyring: {missing}", markup=False)
         raise typer.Exit(1)
 
 
@@ -126,9 +126,14 @@ def retire(
     version: Annotated[int, typer.Argument(metavar="VERSION", min=1, help="The version to drop.")],
 ) -> None:
     """Remove a key version for good; refused while any credential still uses it."""
-    with cli._manager(ctx) as manager:
-        left = manager.retire_key(version, principal=cli._options(ctx).principal)
-    cli.out.print(
+    with open_manager(ctx) as manager:
+        left = manager.retire_key(version, principal=options(ctx).principal)
+    out.print(
         f"retired key version {version}; the keyring holds {', '.join(map(str, left))} "
         "(copies of the key file made earlier still hold it)"
     )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``keys`` group to the root app."""
+    app.add_typer(keys_app, name="keys")

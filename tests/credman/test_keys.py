@@ -40,8 +40,8 @@ from credman import (
     _sealing,
     keys,
 )
-from credman.cli import Options
-from credman.cli_keys import keys_app
+from credman.cli.context import Options
+from credman.cli.keys import keys_app
 from credman.crypto import (
     EnvKeyProvider,
     KeyFileProvider,
@@ -635,7 +635,7 @@ def _cli(database_url: str, key_file: Path) -> Callable[..., Any]:
 
     @app.callback()
     def options(ctx: typer.Context, principal: str = "admin") -> None:
-        ctx.obj = Options(database_url, str(key_file), principal)
+        ctx.obj = Options(database_url=database_url, key_file=str(key_file), acting_as=principal)
 
     app.add_typer(keys_app, name="keys")
     runner = CliRunner()

@@ -1,4 +1,4 @@
-"""A rotation in a subprocess that SIGKILLs itself at a chosen point (for tests/test_keys.py).
+"""A rotation in a subprocess that SIGKILLs itself at a chosen point (for tests/credman/test_keys.py).
 
 Usage: ``python rotation_worker.py DATABASE_URL KEY_FILE rotate|rewrap BATCH_SIZE KILL`` where
 KILL is ``none``, ``batch:N`` (die once N batches have committed), ``row:N`` (die while

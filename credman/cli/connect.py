@@ -4,7 +4,7 @@ The RFC 8252 native-app flow: a one-shot listener on 127.0.0.1 (ephemeral port) 
 the provider's redirect; the authorization URL is opened in a browser or, with
 ``--no-browser``, printed. ``--device`` uses the RFC 8628 device grant instead: it prints
 the verification URI and user code and polls. Registered on the main app by
-:mod:`credman.cli`; its helpers are reached through that module at call time.
+:func:`register` as ``credman connect``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from typing import Annotated
 import httpx
 import typer
 
-from credman import cli
+from credman.cli.context import open_manager, options
+from credman.cli.output import out
+from credman.cli.secret_input import read_secret
 from credman.errors import CredentialValidationError, NotFound
 from credman.lifecycle import OAuth2
 from credman.manager import CredentialManager
@@ -25,7 +27,7 @@ from credman.oauth.discovery import discover
 from credman.oauth.loopback import LoopbackRedirect
 from credman.oauth.profiles import profile
 
-__all__ = ["connect"]
+__all__ = ["connect", "register"]
 
 
 def _variables(pairs: list[str]) -> dict[str, str]:
@@ -142,9 +144,9 @@ def connect(
     """Connect (authorise) an OAuth2 credential, or re-authorise it."""
     if profile_name is not None and issuer is not None:
         raise CredentialValidationError("give --profile or --issuer, not both")
-    principal = cli._options(ctx).principal
-    secret = cli.read_secret("client-secret", client_secret_env, client_secret_file, required=False)
-    with cli._manager(ctx) as manager:
+    principal = options(ctx).principal
+    secret = read_secret("client-secret", client_secret_env, client_secret_file, required=False)
+    with open_manager(ctx) as manager:
         if profile_name is not None or issuer is not None:
             credential = _new_credential(
                 profile_name, issuer, client_id, secret, scope, _variables(var or [])
@@ -165,4 +167,9 @@ def connect(
                 open_browser=not no_browser,
                 timeout=timeout,
             )
-    cli.out.print(message, markup=False)
+    out.print(message, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``connect`` to the root app."""
+    app.command("connect")(connect)

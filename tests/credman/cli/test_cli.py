@@ -112,7 +112,7 @@ def test_there_is_no_way_to_pass_a_secret_on_argv(cli: Cli) -> None:
             "expires_in",
         ),
         (("status", "missing"), {}, "no credential 'missing'"),
-        (("--principal", "bob", "list"), {}, None),
+        (("--as", "bob", "list"), {}, None),
         (("grant", "bob", "x", "fly"), {}, "permissions"),
     ],
 )
@@ -144,7 +144,7 @@ def test_denied_access_is_visible_in_audit_tail(cli: Cli) -> None:
     """Repeated denials for one principal show up with `audit tail --denied`."""
     cli("add", "bearer", "t", "--token-env", "PW", PW="x")
     for _ in range(3):
-        assert 1 == cli("--principal", "mallory", "status", "t").returncode
+        assert 1 == cli("--as", "mallory", "status", "t").returncode
     tail = cli("audit", "tail", "--denied").stdout
     assert 3 == tail.count("mallory")
 
@@ -166,10 +166,10 @@ def test_history_and_revoke(cli: Cli) -> None:
     assert "REVOKED" in history and "leaked" in history
 
 
-def test_token_prints_a_valid_token_for_the_named_principal(cli: Cli) -> None:
-    """`credman token ID --principal P` prints the token only when P holds `use`."""
+def test_token_prints_a_valid_token_for_the_principal_acted_as(cli: Cli) -> None:
+    """`credman --as P token ID` prints the token only when P holds `use`."""
     cli("add", "bearer", "t", "--token-env", "PW", PW="tok-123")
-    assert 1 == cli("token", "t", "--principal", "worker").returncode
+    assert 1 == cli("--as", "worker", "token", "t").returncode
     cli("grant", "worker", "t", "use")
-    result = cli("token", "t", "--principal", "worker")
+    result = cli("--as", "worker", "token", "t")
     assert (0, "tok-123\n") == (result.returncode, result.stdout)

@@ -1,5 +1,5 @@
 """A worker that stores or refreshes credentials in a loop until it is killed (for
-tests/test_crashes.py, which SIGKILLs it at random moments).
+tests/credman/test_crashes.py, which SIGKILLs it at random moments).
 
 Usage: ``python _worker_crash.py store DATABASE_URL KEY_FILE`` (create and update ``s0``..``s3``
 round-robin, reading each back) or ``python _worker_crash.py refresh DATABASE_URL KEY_FILE

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import CLIENT, SECRET, oauth_credential
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from freezegun import freeze_time
@@ -31,7 +30,11 @@ def _token(manager: CredentialManager, credential_id: str = "gh") -> str:
     return manager.get(credential_id, principal="admin").access_token.reveal()  # type: ignore[attr-defined, no-any-return]
 
 
-def test_get_refreshes_a_due_token_first(manager: CredentialManager, server: TokenServer) -> None:
+def test_get_refreshes_a_due_token_first(
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
+) -> None:
     """A credential with no access token is refreshed on first get; the token works."""
     manager.store("gh", oauth_credential(server), principal="admin")
     token = _token(manager)
@@ -41,7 +44,11 @@ def test_get_refreshes_a_due_token_first(manager: CredentialManager, server: Tok
     assert ["create", "activate", "start_refresh", "refresh_succeeded"] == triggers
 
 
-def test_fresh_token_is_not_refreshed(manager: CredentialManager, server: TokenServer) -> None:
+def test_fresh_token_is_not_refreshed(
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
+) -> None:
     """A token outside its margin is returned as stored, with no call to the provider."""
     manager.store(
         "gh", oauth_credential(server, access_token="stored", expires_in=3600), principal="admin"
@@ -50,7 +57,11 @@ def test_fresh_token_is_not_refreshed(manager: CredentialManager, server: TokenS
     assert 0 == server.token_requests
 
 
-def test_rotated_refresh_token_is_kept(manager: CredentialManager, server: TokenServer) -> None:
+def test_rotated_refresh_token_is_kept(
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
+) -> None:
     """The rotated refresh token is stored with the new access token; reuse never happens."""
     manager.store("gh", oauth_credential(server), principal="admin")
     first = manager.get("gh", principal="admin").refresh_token.reveal()  # type: ignore[union-attr, attr-defined]
@@ -63,18 +74,23 @@ def test_rotated_refresh_token_is_kept(manager: CredentialManager, server: Token
 
 def test_response_without_refresh_token_keeps_the_old_one(
     manager: CredentialManager,
+    oauth_credential: Callable[..., OAuth2],
+    token_server: Callable[..., TokenServer],
 ) -> None:
     """A provider that does not rotate: the stored refresh token stays."""
-    with TokenServer(clients={CLIENT: SECRET}, rotate_refresh_tokens=False) as quiet:
-        original = quiet.grant(CLIENT)
-        manager.store("gh", oauth_credential(quiet, refresh_token=original), principal="admin")
+    with token_server(rotate_refresh_tokens=False) as quiet:
+        credential = oauth_credential(quiet)
+        original = credential.refresh_token.reveal()  # type: ignore[union-attr]
+        manager.store("gh", credential, principal="admin")
         manager.refresh("gh", principal="admin", force=True)
         stored = manager.get("gh", principal="admin").refresh_token.reveal()  # type: ignore[union-attr, attr-defined]
     assert original == stored
 
 
 def test_token_without_expires_in_is_checked_again(
-    manager: CredentialManager, server: TokenServer
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """No expires_in: the next check is the default lifetime away, never 'never'."""
     server.mode = "no_expires_in"
@@ -85,12 +101,15 @@ def test_token_without_expires_in_is_checked_again(
     assert (None, datetime(2026, 3, 1, 11, tzinfo=UTC)) == (info.expires_at, info.next_due_at)
 
 
-def test_client_credentials_grant(manager: CredentialManager, server: TokenServer) -> None:
+def test_client_credentials_grant(
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
+) -> None:
     """A client-credentials credential gets its token from the client secret alone."""
-    credential = OAuth2(
-        token_url=server.url,
-        client_id=CLIENT,
-        client_secret=SECRET,
+    credential = oauth_credential(
+        server,
+        refresh_token=None,
         grant_type="client_credentials",
         client_auth="client_secret_basic",
     )
@@ -136,7 +155,10 @@ TRANSIENT = [
 
 @pytest.mark.parametrize("mode", TRANSIENT)
 def test_transient_failure_keeps_a_valid_token_and_backs_off(
-    manager: CredentialManager, server: TokenServer, mode: str
+    manager: CredentialManager,
+    server: TokenServer,
+    mode: str,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """A transient failure with a still-valid token: ACTIVE, attempt counted, retry later."""
     with freeze_time("2026-03-01 10:00:00"):
@@ -155,7 +177,9 @@ def test_transient_failure_keeps_a_valid_token_and_backs_off(
 
 
 def test_transient_failure_with_expired_token_raises(
-    manager: CredentialManager, server: TokenServer
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """A transient failure and no valid token: EXPIRED, RefreshFailed(permanent=False)."""
     manager.store("gh", oauth_credential(server), principal="admin")
@@ -166,10 +190,14 @@ def test_transient_failure_with_expired_token_raises(
     assert State.EXPIRED == manager.info("gh", principal="admin").state
 
 
-def test_timeout_is_transient(make_manager: Callable[..., CredentialManager]) -> None:
+def test_timeout_is_transient(
+    make_manager: Callable[..., CredentialManager],
+    oauth_credential: Callable[..., OAuth2],
+    token_server: Callable[..., TokenServer],
+) -> None:
     """A provider slower than the timeout is a transient failure, not a hang."""
     manager = make_manager(refresh_policy=RefreshPolicy(timeout=0.3))
-    with TokenServer(clients={CLIENT: SECRET}, slow_seconds=5) as slow:
+    with token_server(slow_seconds=5) as slow:
         manager.store("gh", oauth_credential(slow), principal="admin")
         slow.mode = "slow"
         with pytest.raises(RefreshFailed) as raised:
@@ -177,7 +205,11 @@ def test_timeout_is_transient(make_manager: Callable[..., CredentialManager]) ->
     assert ("timeout", False) == (raised.value.error_code, raised.value.permanent)
 
 
-def test_retry_after_is_honoured(manager: CredentialManager, server: TokenServer) -> None:
+def test_retry_after_is_honoured(
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
+) -> None:
     """A 503 with Retry-After: 7 and backoff: the next attempt is no sooner than that."""
     with freeze_time("2026-03-01 10:00:00"):
         manager.store("gh", oauth_credential(server), principal="admin")
@@ -191,7 +223,9 @@ def test_retry_after_is_honoured(manager: CredentialManager, server: TokenServer
 
 
 def test_permanent_failure_requires_reauthorization(
-    make_manager: Callable[..., CredentialManager], server: TokenServer
+    make_manager: Callable[..., CredentialManager],
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """invalid_grant: EXPIRED, no further calls, a re-authorization event; store revives it."""
     events: list[CredentialEvent] = []
@@ -212,7 +246,9 @@ def test_permanent_failure_requires_reauthorization(
 
 
 def test_recovery_after_failures_is_announced(
-    make_manager: Callable[..., CredentialManager], server: TokenServer
+    make_manager: Callable[..., CredentialManager],
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """A refresh that succeeds after failures resets the attempts and sends 'recovered'."""
     events: list[CredentialEvent] = []
@@ -230,7 +266,11 @@ def test_recovery_after_failures_is_announced(
 
 @pytest.mark.parametrize(("mode", "bound"), [("invalid_grant", 1), ("500", 3600 // 30)])
 def test_failing_credential_makes_bounded_calls_per_hour(
-    manager: CredentialManager, server: TokenServer, mode: str, bound: int
+    manager: CredentialManager,
+    server: TokenServer,
+    mode: str,
+    bound: int,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """Ticks every 10 s for an hour against a failing provider: calls stay bounded."""
     start = datetime(2026, 3, 1, 10, tzinfo=UTC)
@@ -246,7 +286,9 @@ def test_failing_credential_makes_bounded_calls_per_hour(
 
 
 def test_refresh_happens_in_the_margin_not_before(
-    manager: CredentialManager, server: TokenServer
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """tick() leaves a token alone until its refresh time, then refreshes it once."""
     with freeze_time("2026-03-01 10:00:00") as frozen:
@@ -264,7 +306,11 @@ def test_refresh_happens_in_the_margin_not_before(
     assert 1 == server.refreshes
 
 
-def test_short_lived_token_margin_shrinks(manager: CredentialManager, server: TokenServer) -> None:
+def test_short_lived_token_margin_shrinks(
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
+) -> None:
     """A 2-second token is refreshed in its last quarter (plus spread), not 5 minutes early."""
     with freeze_time("2026-03-01 10:00:00"):
         info = manager.store(
@@ -276,7 +322,9 @@ def test_short_lived_token_margin_shrinks(manager: CredentialManager, server: To
 
 
 def test_threads_share_one_refresh(
-    make_manager: Callable[..., CredentialManager], server: TokenServer
+    make_manager: Callable[..., CredentialManager],
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """Eight threads reading a due credential cause exactly one token request."""
     manager = make_manager()
@@ -297,7 +345,9 @@ def test_threads_share_one_refresh(
 
 
 def test_http_auth_injects_and_refreshes_once_on_401(
-    manager: CredentialManager, server: TokenServer
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """httpx.Auth adds the bearer token; a 401 forces one refresh and one retry."""
     manager.store(
@@ -312,7 +362,9 @@ def test_http_auth_injects_and_refreshes_once_on_401(
 
 
 def test_async_http_auth_injects_and_refreshes(
-    manager: CredentialManager, server: TokenServer
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth_credential: Callable[..., OAuth2],
 ) -> None:
     """The same auth object works with httpx.AsyncClient."""
     import asyncio

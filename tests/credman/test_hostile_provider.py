@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CLIENT, SECRET, oauth_credential
 from freezegun import freeze_time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -77,22 +76,24 @@ def manager(
         yield running
 
 
-def _provider() -> TokenServer:
-    return TokenServer(
-        clients={CLIENT: SECRET}, access_token_lifetime=3600, huge_bytes=2 * MAX_BODY
-    )
+@pytest.fixture
+def make_provider(token_server: Callable[..., TokenServer]) -> Callable[[], TokenServer]:
+    """Build (not start) a strict provider whose "huge" body is twice the limit."""
+    return lambda: token_server(access_token_lifetime=3600, huge_bytes=2 * MAX_BODY)
 
 
 @pytest.fixture
-def server() -> Iterator[TokenServer]:
+def server(make_provider: Callable[[], TokenServer]) -> Iterator[TokenServer]:
     """A strict provider: rotates refresh tokens and revokes a grant on replay."""
-    with _provider() as running:
+    with make_provider() as running:
         yield running
 
 
-def _oauth(server: TokenServer, **overrides: Any) -> OAuth2:
+@pytest.fixture
+def oauth(oauth_credential: Callable[..., OAuth2]) -> Callable[..., OAuth2]:
+    """Build the stored OAuth2 credential: a 100 s access token and a fresh grant."""
     stored = {"access_token": "old", "expires_in": STORED_LIFETIME}
-    return oauth_credential(server, **(stored | overrides))
+    return lambda server, **overrides: oauth_credential(server, **(stored | overrides))
 
 
 def _drive(manager: CredentialManager, via: str) -> RefreshFailed | None:
@@ -115,11 +116,16 @@ def _stored_refresh_token(manager: CredentialManager) -> str:
 
 
 def _faulted(
-    manager: CredentialManager, server: TokenServer, mode: str, via: str, at: datetime
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth: Callable[..., OAuth2],
+    mode: str,
+    via: str,
+    at: datetime,
 ) -> tuple[RefreshFailed | None, Any]:
     """Store at START, meet ``mode`` at ``at`` through ``via``; what get raised and the info."""
     with freeze_time(START) as frozen:
-        manager.store("gh", _oauth(server), principal="admin")
+        manager.store("gh", oauth(server), principal="admin")
         frozen.move_to(at)
         server.mode = mode
         raised = _drive(manager, via)
@@ -139,9 +145,10 @@ def test_transient_fault_with_a_valid_token_is_deferred(
     events: list[CredentialEvent],
     mode: str,
     via: str,
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """A transient fault while the token still works: ACTIVE, one attempt, a later retry."""
-    raised, info = _faulted(manager, server, mode, via, DUE_AND_VALID)
+    raised, info = _faulted(manager, server, oauth, mode, via, DUE_AND_VALID)
     assert None is raised
     assert (State.ACTIVE, 1) == (info.state, info.attempts)
     assert info.next_due_at > DUE_AND_VALID
@@ -157,9 +164,10 @@ def test_transient_fault_with_an_expired_token_expires_until_the_retry(
     events: list[CredentialEvent],
     mode: str,
     via: str,
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """A transient fault with no valid token: EXPIRED with a retry time, a transient error."""
-    raised, info = _faulted(manager, server, mode, via, PAST_EXPIRY)
+    raised, info = _faulted(manager, server, oauth, mode, via, PAST_EXPIRY)
     if via == "get":
         assert isinstance(raised, RefreshFailed)
         assert False is raised.permanent
@@ -177,9 +185,10 @@ def test_invalid_grant_needs_reauthorization(
     events: list[CredentialEvent],
     at: datetime,
     via: str,
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """invalid_grant, valid token or not: EXPIRED, never due again, a permanent error."""
-    raised, info = _faulted(manager, server, "invalid_grant", via, at)
+    raised, info = _faulted(manager, server, oauth, "invalid_grant", via, at)
     if via == "get":
         assert isinstance(raised, RefreshFailed)
         assert True is raised.permanent
@@ -195,10 +204,15 @@ def test_invalid_grant_needs_reauthorization(
 @pytest.mark.parametrize("at", [DUE_AND_VALID, PAST_EXPIRY], ids=["valid", "expired"])
 @pytest.mark.parametrize("mode", QUIRKS)
 def test_missing_or_negative_expires_in_gets_the_default_lifetime(
-    manager: CredentialManager, server: TokenServer, mode: str, at: datetime, via: str
+    manager: CredentialManager,
+    server: TokenServer,
+    mode: str,
+    at: datetime,
+    via: str,
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """A token without a usable expires_in is a success, checked again a default lifetime on."""
-    raised, info = _faulted(manager, server, mode, via, at)
+    raised, info = _faulted(manager, server, oauth, mode, via, at)
     assert None is raised
     assert (State.UPDATED, 0, None) == (info.state, info.attempts, info.expires_at)
     assert at + DEFAULT_LIFETIME == info.next_due_at
@@ -215,7 +229,7 @@ def _mocked(
         CredentialManager(sqlite_url, str(key_file), http_client=client) as manager,
     ):
         credential = OAuth2(
-            token_url="https://provider.example/token", client_id=CLIENT, refresh_token="rt"
+            token_url="https://provider.example/token", client_id="client-1", refresh_token="rt"
         )
         manager.store("gh", credential, principal="admin")
         yield manager
@@ -223,7 +237,9 @@ def _mocked(
 
 @pytest.mark.parametrize("value", [b"1000000000000", b"1e400", b"Infinity", b"0", b'"3600s"'])
 def test_absurd_expires_in_is_treated_as_missing(
-    sqlite_url: str, key_file: Path, value: bytes
+    sqlite_url: str,
+    key_file: Path,
+    value: bytes,
 ) -> None:
     """A 200 whose expires_in is absurd or unusable: success, default-lifetime next check."""
 
@@ -238,14 +254,18 @@ def test_absurd_expires_in_is_treated_as_missing(
     assert (None, START + DEFAULT_LIFETIME) == (info.expires_at, info.next_due_at)
 
 
-def test_one_sweep_survives_every_fault_at_once(manager: CredentialManager) -> None:
+def test_one_sweep_survives_every_fault_at_once(
+    manager: CredentialManager,
+    oauth: Callable[..., OAuth2],
+    make_provider: Callable[[], TokenServer],
+) -> None:
     """One tick over credentials whose providers each misbehave differently: no error, each
     credential gets its own outcome."""
     modes = sorted(FAULT_MODES - {"ok"})
     with ExitStack() as stack, freeze_time(START) as frozen:
         for mode in modes:
-            provider = stack.enter_context(_provider())
-            manager.store(mode, _oauth(provider), principal="admin")
+            provider = stack.enter_context(make_provider())
+            manager.store(mode, oauth(provider), principal="admin")
             provider.mode = mode
         frozen.move_to(DUE_AND_VALID)
         report = manager.tick()
@@ -265,12 +285,15 @@ def test_one_sweep_survives_every_fault_at_once(manager: CredentialManager) -> N
 )
 @given(faults=st.lists(st.sampled_from([*TRANSIENT, *PERMANENT, *QUIRKS]), max_size=5))
 def test_last_good_refresh_token_survives_any_faults(
-    manager: CredentialManager, server: TokenServer, faults: list[str]
+    manager: CredentialManager,
+    server: TokenServer,
+    faults: list[str],
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """Any run of faults (lost_response aside), then a healthy provider: the refresh succeeds
     and the grant was never revoked."""
     credential_id = f"gh-{uuid.uuid4().hex}"
-    manager.store(credential_id, _oauth(server), principal="admin")
+    manager.store(credential_id, oauth(server), principal="admin")
     for mode in faults:
         server.fail_next(1, mode)
         with suppress(RefreshFailed):
@@ -283,10 +306,12 @@ def test_last_good_refresh_token_survives_any_faults(
 
 
 def test_refresh_token_rotated_only_on_some_responses_is_kept(
-    manager: CredentialManager, server: TokenServer
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """A provider that rotates on some responses only: the stored refresh token stays live."""
-    manager.store("gh", _oauth(server), principal="admin")
+    manager.store("gh", oauth(server), principal="admin")
     for rotate in (True, False, False, True, False, True, True, False):
         server.rotate_refresh_tokens = rotate
         manager.refresh("gh", principal="admin", force=True)
@@ -296,12 +321,15 @@ def test_refresh_token_rotated_only_on_some_responses_is_kept(
 
 @pytest.mark.parametrize("at", [DUE_AND_VALID, PAST_EXPIRY], ids=["valid", "expired"])
 def test_lost_response_first_looks_transient(
-    manager: CredentialManager, server: TokenServer, at: datetime
+    manager: CredentialManager,
+    server: TokenServer,
+    at: datetime,
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """A lost response is a connection error to credman, but the provider has already spent
     the stored refresh token: nothing revoked yet, nothing usable to retry with."""
     with freeze_time(START) as frozen:
-        credential = _oauth(server)
+        credential = oauth(server)
         manager.store("gh", credential, principal="admin")
         frozen.move_to(at)
         server.fail_next(1, LOST)
@@ -319,11 +347,12 @@ def test_lost_response_retry_replays_and_needs_reauthorization(
     server: TokenServer,
     events: list[CredentialEvent],
     via: str,
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """The retry after a lost response replays the spent refresh token: the strict provider
     revokes the grant and credman stops at EXPIRED, re-authorization required."""
     with freeze_time(START) as frozen:
-        manager.store("gh", _oauth(server), principal="admin")
+        manager.store("gh", oauth(server), principal="admin")
         frozen.move_to(DUE_AND_VALID)
         server.fail_next(1, LOST)
         manager.get("gh", principal="admin")
@@ -345,10 +374,14 @@ def test_lost_response_retry_replays_and_needs_reauthorization(
     ]
 
 
-def test_lost_response_does_not_loop(manager: CredentialManager, server: TokenServer) -> None:
+def test_lost_response_does_not_loop(
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth: Callable[..., OAuth2],
+) -> None:
     """After the replay is refused, a day of sweeps and reads makes no further token call."""
     with freeze_time(START) as frozen:
-        manager.store("gh", _oauth(server), principal="admin")
+        manager.store("gh", oauth(server), principal="admin")
         frozen.move_to(DUE_AND_VALID)
         server.fail_next(1, LOST)
         manager.get("gh", principal="admin")
@@ -365,12 +398,14 @@ def test_lost_response_does_not_loop(manager: CredentialManager, server: TokenSe
 
 
 def test_token_that_expires_during_backoff_is_not_served(
-    manager: CredentialManager, server: TokenServer
+    manager: CredentialManager,
+    server: TokenServer,
+    oauth: Callable[..., OAuth2],
 ) -> None:
     """A token deferred at 10:01:30 expires at 10:01:40, before its retry at 10:02:00 or
     later: a get at 10:01:50 raises a transient RefreshFailed instead of returning it."""
     with freeze_time(START) as frozen:
-        manager.store("gh", _oauth(server), principal="admin")
+        manager.store("gh", oauth(server), principal="admin")
         frozen.move_to(DUE_AND_VALID)
         server.mode = "500"
         manager.get("gh", principal="admin")
@@ -383,7 +418,10 @@ def test_token_that_expires_during_backoff_is_not_served(
     assert info.next_due_at is not None
 
 
-def test_absurd_retry_after_is_clamped_to_a_day(sqlite_url: str, key_file: Path) -> None:
+def test_absurd_retry_after_is_clamped_to_a_day(
+    sqlite_url: str,
+    key_file: Path,
+) -> None:
     """A 503 asking to wait 10**15 seconds: the credential is still retried within a day."""
 
     def provider(request: httpx.Request) -> httpx.Response:

@@ -252,7 +252,7 @@ OPTION_NAMES = sorted(
     {name for _, params in COMMANDS for p in params for name in p.opts if name.startswith("-")}
 )
 GLOBAL_OPTIONS = [
-    ("--principal", True),
+    ("--as", True),
     ("-v", False),
     ("--database-url", True),
     ("--key-file", True),

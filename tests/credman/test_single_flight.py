@@ -17,9 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CLIENT, SECRET, oauth_credential
 
-from credman import CredentialManager, Permission, State
+from credman import CredentialManager, OAuth2, Permission, State
 from credman.testing.provider import TokenServer
 
 LIFETIME = 2.0
@@ -56,11 +55,15 @@ def _read_loop(manager: CredentialManager, resource: str, counts: dict[str, int]
 
 @pytest.mark.slow
 def test_threads_and_processes_refresh_once_per_lifetime(
-    make_manager: Callable[..., CredentialManager], database_url: str, key_file: Path
+    make_manager: Callable[..., CredentialManager],
+    database_url: str,
+    key_file: Path,
+    oauth_credential: Callable[..., OAuth2],
+    token_server: Callable[..., TokenServer],
 ) -> None:
     """8 threads + 4 processes reading a 2-second token for several lifetimes: the grant is
     never revoked, every token works, and the provider sees about one refresh per lifetime."""
-    with TokenServer(clients={CLIENT: SECRET}, access_token_lifetime=LIFETIME) as server:
+    with token_server(access_token_lifetime=LIFETIME) as server:
         manager = make_manager()
         manager.store("gh", oauth_credential(server), principal="admin")
         manager.grant("worker", "gh", {Permission.USE}, principal="admin")
@@ -112,10 +115,14 @@ REFRESHER = textwrap.dedent(
 
 @pytest.mark.slow
 def test_refresher_killed_mid_flight_is_recovered(
-    make_manager: Callable[..., CredentialManager], database_url: str, key_file: Path
+    make_manager: Callable[..., CredentialManager],
+    database_url: str,
+    key_file: Path,
+    oauth_credential: Callable[..., OAuth2],
+    token_server: Callable[..., TokenServer],
 ) -> None:
     """SIGKILL while REFRESHING: after the lease runs out the sweep takes it back and refreshes."""
-    with TokenServer(clients={CLIENT: SECRET}, slow_seconds=30) as server:
+    with token_server(slow_seconds=30) as server:
         manager = make_manager()
         manager.store("gh", oauth_credential(server), principal="admin")
         server.fail_next(1, "slow")

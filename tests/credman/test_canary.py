@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOG_LINES
 from sqlalchemy import create_engine, select, update
 
 from credman import (
@@ -108,7 +107,10 @@ def _needles(canaries: list[str]) -> list[bytes]:
 
 
 def test_no_canary_anywhere_after_every_operation(
-    manager: CredentialManager, database_url: str, canary: Callable[[str], str]
+    manager: CredentialManager,
+    database_url: str,
+    canary: Callable[[str], str],
+    log_lines: list[str],
 ) -> None:
     """Store, get, update, revoke and failing calls leave no canary in any output or table."""
     planted: list[str] = []
@@ -118,23 +120,23 @@ def test_no_canary_anywhere_after_every_operation(
         planted.append(value)
         return value
 
-    logs_before = len(LOG_LINES)
+    logs_before = len(log_lines)
     seen = _exercise(manager, _credentials(plant), plant)
     haystacks = [
         "\n".join(seen).encode(),
         _table_text(manager).encode(),
-        "\n".join(LOG_LINES[logs_before:]).encode(),
+        "\n".join(log_lines[logs_before:]).encode(),
     ]
     if database_url.startswith("sqlite"):
         manager.close()
         haystacks.append(_database_bytes(database_url))
-    assert LOG_LINES[logs_before:], "the sweep must see some log output to be meaningful"
+    assert log_lines[logs_before:], "the sweep must see some log output to be meaningful"
     leaks = [n for n in _needles(planted) for h in haystacks if n in h]
     assert [] == leaks
 
 
 def test_decryption_failure_leaks_nothing(
-    manager: CredentialManager, canary: Callable[[str], str]
+    manager: CredentialManager, canary: Callable[[str], str], log_lines: list[str]
 ) -> None:
     """A DecryptionError's message, repr and the logs carry no secret."""
     secret = canary("tamper")
@@ -145,7 +147,7 @@ def test_decryption_failure_leaks_nothing(
     engine.dispose()
     with pytest.raises(CredentialError) as raised:
         manager.get("c", principal="admin")
-    assert secret not in str(raised.value) + repr(raised.value) + "\n".join(LOG_LINES)
+    assert secret not in str(raised.value) + repr(raised.value) + "\n".join(log_lines)
 
 
 def test_cli_output_carries_no_secret(tmp_path: Path, canary: Callable[[str], str]) -> None:
@@ -158,13 +160,13 @@ def test_cli_output_carries_no_secret(tmp_path: Path, canary: Callable[[str], st
     }
     commands = [
         ["init"],
-        ["add", "api-key", "k", "--key-env", "SECRET_VALUE"],
+        ["add", "api-key", "k", "--api-key-env", "SECRET_VALUE"],
         ["add", "basic", "b", "--username", "u", "--password-env", "SECRET_VALUE"],
         ["add", "basic", "bad", "--username", "a:b", "--password-env", "SECRET_VALUE"],
         ["-v", "status", "k"],
         ["-v", "list"],
         ["history", "b"],
-        ["--principal", "intruder", "status", "k"],
+        ["--as", "intruder", "status", "k"],
         ["audit", "tail", "-n", "100"],
         ["revoke", "k", "--reason", "done"],
     ]

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from credman.diagrams import (
 )
 
 EDGES = lifecycle.EDGES
-DIAGRAMS = Path(__file__).resolve().parent.parent / "diagrams"
+DIAGRAMS = Path(__file__).resolve().parents[2] / "diagrams"
 STALE = "diagrams/{} is stale: run `credman diagram -o diagrams` and commit the result"
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -43,12 +42,12 @@ HISTORY: list[tuple[str | None, str, str]] = [
     ("UPDATED", "REFRESHING", "start_refresh"),
     ("REFRESHING", "UPDATED", "refresh_succeeded"),
 ]
-TRAVERSED = {  # SVG edge id -> label drawn on it
-    "edge-__start__-marker-CREATED": "",
-    "edge-CREATED-activate-ACTIVE": "activate",
-    "edge-ACTIVE-start_refresh-REFRESHING": "start_refresh [refreshable]",
-    "edge-UPDATED-start_refresh-REFRESHING": "start_refresh [refreshable] ×2",
-    "edge-REFRESHING-refresh_succeeded-UPDATED": "refresh_succeeded ×3",
+TRAVERSED = {  # SVG edge id -> label drawn on it: the history steps that took it, in order
+    "edge-__start__-marker-CREATED": "(1)",
+    "edge-CREATED-activate-ACTIVE": "(2) activate",
+    "edge-ACTIVE-start_refresh-REFRESHING": "(3) start_refresh [refreshable]",
+    "edge-UPDATED-start_refresh-REFRESHING": "(5,7) start_refresh [refreshable]",
+    "edge-REFRESHING-refresh_succeeded-UPDATED": "(4,6,8) refresh_succeeded",
 }
 
 
@@ -192,12 +191,17 @@ def test_mermaid_starts_at_created_and_ends_at_revoked() -> None:
     assert [True, True] == ["    [*] --> CREATED" in lines, "    REVOKED --> [*]" in lines]
 
 
-def test_mermaid_classes_terminal_and_error_states() -> None:
-    """REVOKED is styled as terminal and EXPIRED as an error, with class statements."""
+def test_mermaid_classes_states_by_meaning() -> None:
+    """States are styled by what they mean: REVOKED terminal, EXPIRED an error, ACTIVE and
+    UPDATED healthy, REFRESHING working, CREATED the start."""
     lines = lifecycle_mermaid().splitlines()
-    assert ["    class REVOKED terminal", "    class EXPIRED error"] == [
-        line for line in lines if line.startswith("    class ")
-    ]
+    assert [
+        "    class CREATED start",
+        "    class ACTIVE,UPDATED healthy",
+        "    class REFRESHING working",
+        "    class EXPIRED error",
+        "    class REVOKED terminal",
+    ] == [line for line in lines if line.startswith("    class ")]
 
 
 def test_lifecycle_mermaid_follows_the_grammar() -> None:
@@ -272,9 +276,10 @@ for (const file of process.argv.slice(2)) {
 
 
 def test_svg_has_a_node_per_state() -> None:
-    """The SVG parses as XML and has one node per state, plus the start and end markers."""
+    """The SVG parses as XML and has one node per state, the start and end markers and the
+    legend."""
     nodes = svg_groups(lifecycle_svg(), "node")
-    expected = {f"state-{s}" for s in State} | {"state-start", "state-end"}
+    expected = {f"state-{s}" for s in State} | {"state-start", "state-end", "legend"}
     assert expected == set(nodes)
 
 
@@ -298,11 +303,44 @@ def test_svg_has_no_other_edges() -> None:
     assert len(PAIRS) + 2 == len(svg_groups(lifecycle_svg(), "edge"))
 
 
-def test_svg_styles_terminal_and_error_states() -> None:
-    """REVOKED carries the terminal class and EXPIRED the error class in the SVG too."""
+def test_svg_styles_states_by_meaning() -> None:
+    """In the SVG too each state carries the class of its meaning; healthy is not red."""
     nodes = svg_groups(lifecycle_svg(), "node")
     styled = {name: classes(group) for name, group in nodes.items() if classes(group)}
-    assert {"state-REVOKED": ["terminal"], "state-EXPIRED": ["error"]} == styled
+    assert {
+        "state-CREATED": ["start"],
+        "state-ACTIVE": ["healthy"],
+        "state-UPDATED": ["healthy"],
+        "state-REFRESHING": ["working"],
+        "state-EXPIRED": ["error"],
+        "state-REVOKED": ["terminal"],
+    } == styled
+
+
+def test_svg_fits_a_readme_and_has_a_legend() -> None:
+    """The lifecycle SVG is laid out top-down, at most 600 pt (800 px) wide, with a legend."""
+    root = ET.fromstring(lifecycle_svg())  # noqa: S314 - our own Graphviz output
+    width, height = (float(root.get(name, "0").removesuffix("pt")) for name in ("width", "height"))
+    legend = svg_groups(lifecycle_svg(), "node")["legend"]
+    assert (True, True, True) == (width <= 600, height > width * 0.8, "healthy" in text_of(legend))
+
+
+def test_refreshing_and_updated_edges_differ_in_colour() -> None:
+    """The three edges between REFRESHING and UPDATED are drawn in three different colours."""
+    edges = svg_groups(lifecycle_svg(), "edge")
+    ids = [
+        "edge-REFRESHING-refresh_succeeded-UPDATED",
+        "edge-UPDATED-start_refresh-REFRESHING",
+        "edge-REFRESHING-update-UPDATED",
+    ]
+    colours = {edges[i].find(f"{SVG}path").get("stroke") for i in ids}
+    assert 3 == len(colours)
+
+
+def test_rendering_prints_no_fontconfig_warning(capfd: pytest.CaptureFixture[str]) -> None:
+    """Drawing an SVG leaves nothing on stderr (the bundled fontconfig's warnings are dropped)."""
+    lifecycle_svg()
+    assert "" == capfd.readouterr().err
 
 
 def test_svg_names_no_graphviz_version() -> None:
@@ -314,7 +352,7 @@ def test_svg_names_no_graphviz_version() -> None:
 
 
 def test_path_svg_marks_exactly_the_traversed_edges() -> None:
-    """Only the edges in the history are marked traversed, with their counts as labels."""
+    """Only the edges in the history are marked traversed, labelled with their step numbers."""
     edges = svg_groups(credential_path_svg("c1", HISTORY, "UPDATED"), "edge")
     traversed = {i: text_of(g) for i, g in edges.items() if classes(g) == ["traversed"]}
     assert TRAVERSED == traversed
@@ -352,14 +390,14 @@ def test_path_svg_is_deterministic() -> None:
 
 
 def test_path_mermaid_marks_exactly_the_traversed_edges() -> None:
-    """Only the history's arrows carry a check mark, with a count when taken more than once."""
+    """Only the history's arrows carry a check mark, with the numbers of their steps."""
     lines = credential_path_mermaid("c1", HISTORY, "UPDATED").splitlines()
     assert [
-        "    [*] --> CREATED : ✔",
-        "    CREATED --> ACTIVE : ✔ activate",
-        "    ACTIVE --> REFRESHING : ✔ start_refresh [refreshable]",
-        "    UPDATED --> REFRESHING : ✔ start_refresh [refreshable] ×2",
-        "    REFRESHING --> UPDATED : ✔ refresh_succeeded ×3",
+        "    [*] --> CREATED : ✔ (1)",
+        "    CREATED --> ACTIVE : ✔ (2) activate",
+        "    ACTIVE --> REFRESHING : ✔ (3) start_refresh [refreshable]",
+        "    UPDATED --> REFRESHING : ✔ (5,7) start_refresh [refreshable]",
+        "    REFRESHING --> UPDATED : ✔ (4,6,8) refresh_succeeded",
     ] == [line for line in lines if "✔" in line and " --> " in line]
 
 
@@ -395,10 +433,10 @@ def test_path_draws_a_step_the_table_does_not_have() -> None:
     edges = svg_groups(credential_path_svg("c1", steps, "ACTIVE"), "edge")
     group = edges["edge-UPDATED-bogus-ACTIVE"]
     mermaid = credential_path_mermaid("c1", steps, "ACTIVE").splitlines()
-    assert (["off_table"], "bogus (not in table)", True) == (
+    assert (["off_table"], "(9) bogus (not in table)", True) == (
         classes(group),
         text_of(group),
-        "    UPDATED --> ACTIVE : ✔ bogus (not in table)" in mermaid,
+        "    UPDATED --> ACTIVE : ✔ (9) bogus (not in table)" in mermaid,
     )
 
 
@@ -441,7 +479,7 @@ WALK_STEP = st.integers(min_value=0, max_value=100)
 @settings(max_examples=60, deadline=None)
 @given(st.lists(WALK_STEP, max_size=25))
 def test_path_counts_match_any_walk(choices: list[int]) -> None:
-    """For any walk through the table, each arrow's mark and count equal the walk's."""
+    """For any walk through the table, each arrow's mark and step numbers equal the walk's."""
     state, steps = State.CREATED, [(None, "CREATED", "create")]
     for choice in choices:
         options = [edge for edge in EDGES if state in edge.sources]
@@ -450,13 +488,23 @@ def test_path_counts_match_any_walk(choices: list[int]) -> None:
         edge = options[choice % len(options)]
         steps.append((state, edge.dest, edge.trigger))
         state = edge.dest
-    walked = Counter((s, d, t) for s, d, t in steps if s is not None)
+    walked: dict[tuple[str, str, str], list[int]] = {}
+    for number, (s, d, t) in enumerate(steps, start=1):
+        if s is not None:
+            walked.setdefault((s, d, t), []).append(number)
+
+    def numbered(numbers: list[int]) -> str:
+        if len(numbers) <= 4:
+            return f"({','.join(map(str, numbers))})"
+        return f"({','.join(map(str, numbers[:4]))}…{numbers[-1]})"
+
     expected = sorted(
         [
-            "    [*] --> CREATED : ✔",
+            "    [*] --> CREATED : ✔ (1)",
             *(
-                f"    {s} --> {d} : ✔ {label(next(e for e in EDGES if e.trigger == t))}"
-                + (f" ×{n}" if n > 1 else "")
+                f"    {s} --> {d} : ✔ {numbered(n)} "
+                f"{label(next(e for e in EDGES if e.trigger == t))}"
+                + (f" ×{len(n)}" if len(n) > 4 else "")
                 for (s, d, t), n in walked.items()
             ),
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import credman
 import credman.errors
 
-API_MD_NAMES = {
+CONTRACT_NAMES = {
     "CredentialManager",
     "BasicAuth",
     "ApiKey",
@@ -63,8 +63,8 @@ EXTRA_NAMES = {
 
 
 def test_exported_names_are_exactly_the_intended_ones() -> None:
-    """credman.__all__ is API.md's names plus the documented extras, nothing else."""
-    assert API_MD_NAMES | EXTRA_NAMES == set(credman.__all__)
+    """credman.__all__ is docs/api.md's names plus the documented extras, nothing else."""
+    assert CONTRACT_NAMES | EXTRA_NAMES == set(credman.__all__)
     assert all(hasattr(credman, name) for name in credman.__all__)
 
 

@@ -36,6 +36,7 @@ def provider() -> Iterator[TokenServer]:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     KeyFileProvider(tmp_path / "c.key").create()
+    CredentialManager(f"sqlite:///{tmp_path / 'c.db'}", str(tmp_path / "c.key")).close()
     return os.environ | {
         "CREDMAN_DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
         "CREDMAN_KEY_FILE": str(tmp_path / "c.key"),

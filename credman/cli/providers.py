@@ -1,6 +1,6 @@
 """The ``credman providers`` commands: the built-in OAuth2 provider catalogue.
 
-Registered on the main app as ``app.add_typer(providers_app, name="providers")``.
+Registered on the root app by :func:`register` as ``credman providers``.
 """
 
 from __future__ import annotations
@@ -9,15 +9,13 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from credman.cli.output import out, table
 from credman.oauth.profiles import ProviderProfile, catalogue, profile
 
-__all__ = ["providers_app"]
+__all__ = ["providers_app", "register"]
 
 providers_app = typer.Typer(help="The built-in OAuth2 provider profiles.", no_args_is_help=True)
-_out = Console(highlight=False, soft_wrap=True)
 
 
 def _quirks(entry: ProviderProfile) -> str:
@@ -39,11 +37,11 @@ def providers_list(
     entries = sorted(catalogue().values(), key=lambda entry: entry.name)
     if as_json:
         for entry in entries:
-            _out.print(json.dumps(entry.model_dump(mode="json"), sort_keys=True))
+            out.print(json.dumps(entry.model_dump(mode="json"), sort_keys=True), markup=False)
         return
-    table = Table("name", "provider", "client auth", "rotates", "needs", "quirks")
+    listing = table("name", "provider", "client auth", "rotates", "needs", "quirks")
     for entry in entries:
-        table.add_row(
+        listing.add_row(
             entry.name,
             entry.display_name,
             entry.token.client_auth,
@@ -51,10 +49,16 @@ def providers_list(
             ", ".join(entry.variables) or "-",
             _quirks(entry),
         )
-    _out.print(table)
+    out.print(listing)
 
 
 @providers_app.command("show")
 def providers_show(name: Annotated[str, typer.Argument(metavar="NAME")]) -> None:
     """Show one provider profile as JSON."""
-    _out.print(json.dumps(profile(name).model_dump(mode="json"), indent=2, sort_keys=True))
+    document = profile(name).model_dump(mode="json")
+    out.print(json.dumps(document, indent=2, sort_keys=True), markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``providers`` group to the root app."""
+    app.add_typer(providers_app, name="providers")

@@ -1,0 +1,161 @@
+"""``credman serve``: the scheduler daemon that keeps tokens fresh.
+
+It says what it does when it starts (database without its password, how many credentials,
+the next due time) and then one summary line per ``--summary-every`` seconds. SIGTERM and
+SIGINT always end it: the first lets a running sweep finish (at most ``--grace`` seconds),
+a second one, or the grace running out, ends the process at once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Annotated
+
+import typer
+from loguru import logger
+
+from credman.cli.context import open_manager, options
+from credman.cli.output import ago, when
+from credman.logs import configure_logging
+from credman.manager import CredentialManager
+
+__all__ = ["register"]
+
+MAX_INTERVAL = 86_400.0
+MAX_WORKERS = 64
+
+
+def _finite(value: float) -> float:
+    """Ranges let NaN through (every comparison with it is false): refuse it here."""
+    if not math.isfinite(value):
+        raise typer.BadParameter("must be a finite number of seconds")
+    return value
+
+
+def serve(
+    ctx: typer.Context,
+    interval: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            callback=_finite,
+            min=0.1,
+            max=MAX_INTERVAL,
+            help="Seconds between sweeps (0.1 to 86400).",
+        ),
+    ] = 30.0,
+    workers: Annotated[
+        int,
+        typer.Option(metavar="N", min=1, max=MAX_WORKERS, help="Refreshes in parallel (1-64)."),
+    ] = 4,
+    summary_every: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            callback=_finite,
+            min=1.0,
+            max=MAX_INTERVAL,
+            help="Seconds between summary lines.",
+        ),
+    ] = 300.0,
+    grace: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            callback=_finite,
+            min=0.0,
+            max=600.0,
+            help="How long a stop waits for a sweep.",
+        ),
+    ] = 10.0,
+    once: Annotated[bool, typer.Option("--once", help="Sweep once and exit.")] = False,
+) -> None:
+    """Run the scheduler in the foreground until SIGINT/SIGTERM: keeps tokens fresh."""
+    from credman.scheduler import CredentialScheduler
+
+    verbose = options(ctx).verbose
+    configure_logging(level="DEBUG" if verbose else "INFO", source=verbose)
+    stop = threading.Event()
+    _on_stop_signals(stop)
+    with open_manager(ctx) as manager:
+        scheduler = CredentialScheduler(manager, interval=interval, workers=workers)
+        _announce(manager, options(ctx).principal, interval, workers)
+        if once:
+            report = scheduler.sweep()
+            logger.info("credman serve: swept once: {}", _report(report))
+            return
+        scheduler.start()
+        while not stop.wait(summary_every):
+            logger.info("credman serve: {}", _summary(manager, options(ctx).principal, scheduler))
+        logger.info("credman serve: stopping (waiting up to {:g} s for a sweep)", grace)
+        _shutdown(scheduler, grace)
+    logger.info("credman serve: stopped")
+
+
+def _on_stop_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT set ``stop``; a second one ends the process at once."""
+
+    def handle(number: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            os._exit(128 + number)  # asked twice: do not wait any longer
+        stop.set()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, handle)
+
+
+def _shutdown(scheduler: object, grace: float) -> None:
+    """Stop the scheduler, waiting at most ``grace`` seconds for a running sweep."""
+    done = threading.Thread(target=scheduler.shutdown, daemon=True)  # type: ignore[attr-defined]
+    done.start()
+    done.join(grace)
+    if done.is_alive():
+        logger.warning("credman serve: a sweep did not finish within {:g} s; exiting", grace)
+        os._exit(1)
+
+
+def _announce(manager: CredentialManager, principal: str, interval: float, workers: int) -> None:
+    counts = Counter(info.state.value for info in manager.list(principal=principal))
+    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "none"
+    due = manager.next_wakeup()
+    logger.info(
+        "credman serve: pid {}, database {}, {} credentials ({}), next due {}, "
+        "sweeping every {:g} s with {} workers; no HTTP listener (the scheduler only)",
+        os.getpid(),
+        manager.database_url,
+        sum(counts.values()),
+        states,
+        f"{when(due)} ({ago(due)})" if due else "never",
+        interval,
+        workers,
+    )
+
+
+def _summary(manager: CredentialManager, principal: str, scheduler: object) -> str:
+    counts = Counter(info.state.value for info in manager.list(principal=principal))
+    due = manager.next_wakeup()
+    sweeps = getattr(scheduler, "sweeps", 0)
+    last = _report(getattr(scheduler, "last_report", None))
+    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "none"
+    return (
+        f"{datetime.now(UTC):%H:%M:%S}: {sweeps} sweeps, last: {last}; credentials: {states}; "
+        f"next due {ago(due) if due else 'never'}"
+    )
+
+
+def _report(report: object) -> str:
+    if report is None:
+        return "nothing yet"
+    names = ("due", "refreshed", "expired", "failed", "skipped")
+    return ", ".join(f"{getattr(report, name)} {name}" for name in names)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the root app."""
+    app.command()(serve)
