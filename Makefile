@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck mapped importlint downstream pytest bench diagrams clean
+.PHONY: demo test lint typecheck mapped importlint downstream pytest bench diagrams openapi bench-server clean
 
 $(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,12 @@ bench: $(STAMP)
 
 diagrams: $(STAMP)
 	$(BIN)/credman diagram -o diagrams
+
+bench-server: $(STAMP)
+	$(BIN)/python -m bench.server_auth
+
+openapi: $(STAMP)
+	$(BIN)/python -m credman.server openapi > docs/openapi.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis .demo

@@ -21,6 +21,7 @@ from credman.errors import (
     NotFound,
     RefreshFailed,
     StorageError,
+    TooManyAttempts,
     Unauthenticated,
 )
 from credman.httpx_auth import AccessAuth
@@ -41,6 +42,7 @@ from credman.manager import CredentialManager
 from credman.models import Access, CredentialInfo, Transition
 from credman.notify import CredentialEvent, EventKind, Hook, WebhookNotifier
 from credman.oauth.device import DeviceAuthorization
+from credman.principals import PrincipalInfo
 from credman.probes import ProbeResult
 from credman.sweep import TickReport
 
@@ -80,6 +82,7 @@ __all__ = [
     "NotFound",
     "OAuth2",
     "Permission",
+    "PrincipalInfo",
     "Probe",
     "ProbeResult",
     "RefreshFailed",
@@ -92,6 +95,7 @@ __all__ = [
     "StorageError",
     "SystemClock",
     "TickReport",
+    "TooManyAttempts",
     "Transition",
     "Unauthenticated",
     "WebhookNotifier",

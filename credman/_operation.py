@@ -9,6 +9,7 @@ clock and is passed down; the database clock is never used.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from credman.clock import Clock
 from credman.errors import AccessDenied, CredentialError, CredentialValidationError, StorageError
 from credman.lifecycle import Permission, State, Subject, fire
 from credman.lifecycle.decisions import is_refreshable
-from credman.storage import CredentialRecord, read, repository, write
+from credman.storage import CredentialRecord, describe_failure, read, repository, write
 
 __all__ = ["Act", "Operations"]
 
@@ -73,6 +74,7 @@ class Operations:
         if not isinstance(principal, SystemPrincipal):
             check_principal(principal)
         transaction = write if writes else read
+        started = time.monotonic()
         try:
             with transaction(self.engine) as connection:
                 yield connection
@@ -80,8 +82,9 @@ class Operations:
             self.record_refusal(action, principal, credential_id, exc)
             raise
         except SQLAlchemyError as exc:
-            logger.error("database error during {}: {}", action, type(exc).__name__)
-            message = f"database error during {action}: {type(exc).__name__}"
+            waited = time.monotonic() - started
+            message = f"{action} failed: {describe_failure(exc, self.engine, waited=waited)}"
+            logger.error("{}", message)
             raise StorageError(message, credential_id=credential_id) from None
 
     def record_refusal(

@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -24,10 +27,25 @@ from credman.errors import AuditError
 from credman.storage import AuditRecord, read
 from credman.storage import audit as chain
 
-__all__ = ["GENESIS", "AuditEvent", "AuditLog", "AuditReport"]
+__all__ = ["GENESIS", "AuditEvent", "AuditLog", "AuditReport", "audit_context"]
 
 GENESIS = "0" * 64
 _MAX_DETAIL_TEXT = 200
+_NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
+_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar("credman_audit_context", default=_NO_CONTEXT)
+
+
+@contextmanager
+def audit_context(**detail: str | int | None) -> Iterator[None]:
+    """Add ``detail`` (e.g. ``request_id``, ``peer``) to every audit row written inside.
+
+    A context variable, so it follows the request into the threads that serve it.
+    """
+    token = _CONTEXT.set({**_CONTEXT.get(), **_check_detail(detail)})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +121,7 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
     ) -> int:
         """Append one event inside the caller's transaction; return its sequence number."""
-        detail = _check_detail(detail or {})
+        detail = _check_detail({**_CONTEXT.get(), **(detail or {})})
         at = at.astimezone(UTC)
         head_seq, head_hash = chain.lock_head(connection)
         seq = head_seq + 1

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from credman.crypto import KeyFileProvider
-from credman.diagrams import credential_path_svg, write_lifecycle_diagrams
+from credman.diagrams import write_credential_path, write_lifecycle_diagrams
 from credman.errors import AccessDenied, CredentialUnusable
 from credman.lifecycle import ApiKey, BasicAuth, BearerToken, JWTBearer, OAuth2, Permission
 from credman.manager import CredentialManager
@@ -150,60 +150,93 @@ def _walk(
     for name, credential in _credentials(server, private_pem, lifetime).items():
         info = manager.store(name, credential, principal="admin")  # type: ignore[arg-type]
         story.say(f"stored {info.type:<10} {name!r:<15} -> {info.state.value}")
-    story.say(f"a stored secret prints as: {manager.get('stripe', principal='admin').key!r}")  # type: ignore[attr-defined]
+    story.say(
+        "CREATED -> ACTIVE: each is usable as stored. A credential whose material credman "
+        "later replaces (a refresh, an update) moves to UPDATED, which is just as usable."
+    )
+    secret = manager.get("stripe", principal="admin", as_type=ApiKey).key
+    story.say(f"a secret read back prints as {secret!r}: only .reveal() shows it")
 
     story.step("Least privilege: grants, and a denial")
     manager.grant("sync-worker", "github-*", {Permission.USE}, principal="admin")
     manager.grant("billing", "stripe", {Permission.USE}, principal="admin")
     story.say("sync-worker may use github-*; billing may use stripe; nothing else (default deny)")
     try:
-        manager.get("stripe", principal="sync-worker")
+        manager.access("stripe", principal="sync-worker")
     except AccessDenied as denied:
-        story.say(f"[red]refused[/red]: {denied} (recorded as a security event)")
+        story.say(f"[red]refused[/red]: {denied} (recorded in the audit trail)")
 
-    story.step("A component uses its credential: httpx.Auth injects and refreshes")
+    story.step("A component calls an API: credman's httpx.Auth adds the token")
     with httpx.Client(auth=manager.auth("github-prod", principal="sync-worker")) as client:
         response = client.get(server.resource_url)
     story.say(
-        f"sync-worker GET {server.resource_url} -> HTTP {response.status_code} "
-        "(the first use fetched a fresh access token)"
+        f"sync-worker GET {server.resource_url} -> HTTP {response.status_code}. github-prod "
+        "was stored with a refresh token only, so this first use fetched an access token."
     )
 
-    story.step(f"Time passes: the scheduler refreshes ahead of expiry ({watch:g} s of real time)")
-    _watch(story, manager, watch)
+    story.step(f"Time passes: the scheduler refreshes ahead of expiry ({watch:g} s)")
     story.say(
-        f"the provider saw {server.refreshes} refreshes and revoked "
-        f"{len(server.revoked_grants)} grants (a replayed refresh token would revoke one)"
+        f"tokens live {lifetime:g} s here; the scheduler renews each shortly before it expires. "
+        "'expires in' counts down, 'version' goes up with every new token."
+    )
+    _watch(story, manager, watch)
+    refreshed = sum(
+        1
+        for event in manager.audit_events(principal="admin", limit=10_000)
+        if event.action == "refresh" and event.outcome == "ok"
+    )
+    story.say(
+        f"credman got new tokens {refreshed} times for github-prod, erp and gcp together; "
+        f"the provider answered {server.token_requests} token requests, {server.refreshes} "
+        "of them with github-prod's refresh token (erp uses client credentials and gcp a "
+        "signed JWT: they get new tokens without one). Each refresh token was used once: "
+        f"the provider revoked {len(server.revoked_grants)} grants for a replayed one."
     )
     try:
-        manager.get("partner-feed", principal="admin")
-    except CredentialUnusable as unusable:
-        story.say(f"partner-feed cannot refresh itself: {unusable}")
+        manager.access("partner-feed", principal="admin")
+    except CredentialUnusable:
+        story.say(
+            "partner-feed is a static bearer token: nothing can refresh it, so once it "
+            "expired credman moved it to EXPIRED and refuses to hand it out until someone "
+            "stores a new token (credman update partner-feed ...)."
+        )
 
     story.step("Revoke a credential: material destroyed, history kept")
-    info = manager.revoke("legacy-ftp", principal="admin", reason="vendor offboarded")
-    story.say(f"legacy-ftp -> {info.state.value}; key version now {info.key_version}")
+    manager.revoke("legacy-ftp", principal="admin", reason="vendor offboarded")
+    story.say(
+        "legacy-ftp -> REVOKED: its encrypted password and its data key are deleted, so no "
+        "key can open it again; its history and audit rows stay."
+    )
     _history(story, manager, "github-prod")
 
     story.step("Verify the tamper-evident audit chain")
     report = manager.verify_audit()
     story.say(
         f"audit chain {'[green]ok[/green]' if report.ok else '[red]BROKEN[/red]'}: "
-        f"{report.rows_checked} rows, head {report.head_hash[:16]}…"
+        f"{report.rows_checked} rows, each chained to the one before by an HMAC"
     )
     events = manager.audit_events(principal="admin", limit=10_000)
     counts = Counter(f"{e.action}/{e.outcome}" for e in events)
-    story.say(", ".join(f"{name} x{count}" for name, count in sorted(counts.items())))
+    story.say(
+        "what they record (action/outcome x count): "
+        + ", ".join(f"{name} x{count}" for name, count in sorted(counts.items()))
+    )
 
     story.step("Diagrams generated from the one transition table")
-    written = write_lifecycle_diagrams(directory / "diagrams")
     steps = [
         (s.from_state, s.to_state, s.trigger)
         for s in manager.history("github-prod", principal="admin")
     ]
-    path = directory / "diagrams" / "github-prod.svg"
-    path.write_bytes(credential_path_svg("github-prod", steps, steps[-1][1]))
-    story.say("wrote " + ", ".join(str(p) for p in [*written, path]))
+    written = [
+        *write_lifecycle_diagrams(directory / "diagrams"),
+        *write_credential_path(directory / "diagrams", "github-prod", steps, steps[-1][1]),
+    ]
+    story.say("wrote " + ", ".join(str(p) for p in written))
+    story.say(
+        "lifecycle.svg is every state and transition; credential-github-prod.svg is the "
+        "path github-prod took, its arrows numbered by history step "
+        "(credman diagram github-prod -o DIR draws the same for any credential)."
+    )
 
 
 def _watch(story: _Story, manager: CredentialManager, seconds: float) -> None:

@@ -23,11 +23,13 @@ __all__ = [
     "ERROR_STATES",
     "FINAL_STATES",
     "INITIAL_STATES",
+    "credential_path_files",
     "credential_path_mermaid",
     "credential_path_svg",
     "lifecycle_markdown",
     "lifecycle_mermaid",
     "lifecycle_svg",
+    "write_credential_path",
     "write_lifecycle_diagrams",
 ]
 
@@ -104,7 +106,7 @@ _MEANING_TEXT = {
     "start": "stored, not yet usable",
     "healthy": "usable (ACTIVE: as stored; UPDATED: new material since)",
     "working": "a refresh is in flight",
-    "error": "not usable until refreshed or re-authorised",
+    "error": "not usable until refreshed or re-authorized",
     "terminal": "revoked for good",
 }
 _EDGE_KINDS: dict[str, tuple[str, str, str]] = {
@@ -255,6 +257,26 @@ def write_lifecycle_diagrams(directory: Path) -> list[Path]:
     markdown, svg = directory / "lifecycle.md", directory / "lifecycle.svg"
     markdown.write_bytes(lifecycle_markdown().encode("utf-8"))
     svg.write_bytes(lifecycle_svg())
+    return [markdown, svg]
+
+
+def credential_path_files(credential_id: str) -> tuple[str, str]:
+    """The file names of one credential's path diagram: ``credential-<id>.md`` and ``.svg``
+    (the same from ``credman diagram ID -o DIR`` and from the demo)."""
+    stem = "credential-" + _UNSAFE.sub("_", credential_id).replace("/", "_")
+    return f"{stem}.md", f"{stem}.svg"
+
+
+def write_credential_path(
+    directory: Path, credential_id: str, steps: Sequence[Step], current: str
+) -> list[Path]:
+    """Write one credential's path as Markdown (Mermaid) and SVG into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    names = credential_path_files(credential_id)
+    markdown, svg = directory / names[0], directory / names[1]
+    mermaid = credential_path_mermaid(credential_id, steps, current)
+    markdown.write_bytes(f"```mermaid\n{mermaid}```\n".encode())
+    svg.write_bytes(credential_path_svg(credential_id, steps, current))
     return [markdown, svg]
 
 

@@ -2,7 +2,8 @@
 
     CredentialError                  base: catch this to catch everything credman means
     ├── NotFound                     no credential (or grant) with that id
-    ├── Unauthenticated              the caller could not be identified (no, bad, expired token)
+    ├── Unauthenticated              no, bad, expired or revoked principal token
+    │   └── TooManyAttempts          too many failed authentications: wait ``retry_after`` seconds
     ├── AccessDenied                 the principal lacks the permission; audited as a security event
     ├── InvalidTransition            the lifecycle has no such edge from the current state,
     │                                or a guard refused it; nothing changed
@@ -38,6 +39,7 @@ __all__ = [
     "NotFound",
     "RefreshFailed",
     "StorageError",
+    "TooManyAttempts",
     "Unauthenticated",
 ]
 
@@ -52,6 +54,18 @@ class CredentialError(Exception):
 
 class NotFound(CredentialError):
     """No credential (or grant) exists under that id."""
+
+
+class Unauthenticated(CredentialError):
+    """The caller could not be identified: no token, or a malformed, unknown, expired one."""
+
+
+class TooManyAttempts(Unauthenticated):
+    """Too many failed authentications from one source or for one token id; retry later."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class AccessDenied(CredentialError):
@@ -142,10 +156,6 @@ class CredentialUnusable(CredentialError):
             f"credential {credential_id!r} is {state}: {why}", credential_id=credential_id
         )
         self.state = state
-
-
-class Unauthenticated(CredentialError):
-    """The caller could not be identified: no token, or a malformed, unknown, expired one."""
 
 
 class DecryptionError(CredentialError):

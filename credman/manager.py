@@ -10,17 +10,17 @@ from __future__ import annotations
 import builtins
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
 from typing import Self, TypeVar, overload
 
 import httpx
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from credman._operation import Operations
 from credman.access import AccessPolicy, Grant
-from credman.audit import AuditEvent, AuditLog, AuditReport
+from credman.audit import AuditEvent, AuditLog, AuditReport, audit_context
 from credman.audit_trail import AuditTrail
 from credman.clock import Clock, as_clock
 from credman.config import Settings
@@ -42,9 +42,10 @@ from credman.lifecycle import Credential, Permission, RefreshPolicy, State
 from credman.models import Access, CredentialInfo, Transition
 from credman.notify import Hook, Notifier
 from credman.oauth.device import DeviceAuthorization
+from credman.principals import PrincipalInfo, Principals
 from credman.probes import ProbeResult, Probes
 from credman.refresher import Refresher
-from credman.storage import make_engine, migrate
+from credman.storage import describe_failure, make_engine, migrate
 from credman.sweep import Sweep, TickReport
 from credman.validation import check_credential_id
 
@@ -80,12 +81,12 @@ class CredentialManager:
         keyring = provider.load()  # no key, no start
         self.policy = refresh_policy or RefreshPolicy()
         self.clock = as_clock(clock)
-        self.database_url = make_url(settings.database_url).render_as_string(hide_password=True)
-        self._http = http_client or httpx.Client(follow_redirects=False)
-        self._owns_http = http_client is None
         self._engine = make_engine(
             settings.database_url, synchronous=synchronous, create=migrate_schema
         )
+        self.database_url = self._engine.url.render_as_string(hide_password=True)
+        self._http = http_client or httpx.Client(follow_redirects=False)
+        self._owns_http = http_client is None
         try:
             self._prepare_schema(migrate_schema)
         except BaseException:
@@ -104,6 +105,11 @@ class CredentialManager:
         self._grants = Grants(ops)
         self._audit = AuditTrail(ops)
         self._connections = Connections(ops, self.keys, notifier, self.policy, self._http)
+        self._principals = Principals(
+            ops,
+            token_key=keyring.principal_token_key(),
+            record_key=keyring.principal_record_key(),
+        )
 
     @classmethod
     def from_env(
@@ -162,7 +168,7 @@ class CredentialManager:
         try:
             return call()
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot prepare the database: {type(exc).__name__}") from None
+            raise StorageError(describe_failure(exc, self._engine)) from None
         except CredentialError:
             raise
         except Exception as exc:  # alembic: a revision this code does not know
@@ -414,3 +420,50 @@ class CredentialManager:
             subject=subject,
             credential_id=credential_id,
         )
+
+    # -- principals (component identity) --------------------------------------------------
+
+    def add_principal(
+        self,
+        name: str,
+        *,
+        expires_in: timedelta | float | None = None,
+        description: str | None = None,
+        principal: str,
+    ) -> tuple[PrincipalInfo, str]:
+        """Create a principal (admin); its token is returned once and never stored."""
+        return self._principals.add(
+            name, expires_in=expires_in, description=description, principal=principal
+        )
+
+    def list_principals(self, *, principal: str) -> builtins.list[PrincipalInfo]:
+        """Every principal, by name (admin); tokens are never shown, only their public ids."""
+        return self._principals.list(principal=principal)
+
+    def rotate_principal(
+        self, name: str, *, principal: str, expires_in: timedelta | float | None = None
+    ) -> tuple[PrincipalInfo, str]:
+        """A new token for ``name`` (admin); the old token is refused from now on."""
+        return self._principals.rotate(name, expires_in=expires_in, principal=principal)
+
+    def revoke_principal(self, name: str, *, principal: str) -> PrincipalInfo:
+        """Refuse ``name``'s token from the next request on (admin)."""
+        return self._principals.revoke(name, principal=principal)
+
+    def authenticate(self, token: str | None, *, source: str) -> str:
+        """The principal holding ``token``; Unauthenticated (audited) or TooManyAttempts."""
+        return self._principals.authenticate(token, source=source)
+
+    def configure_auth_throttle(
+        self, *, max_failures: int, lockout: float, source_max_failures: int | None = None
+    ) -> None:
+        """Set how many failed authentications lock a token id (and a source) for how long."""
+        self._principals.configure(
+            max_failures=max_failures, lockout=lockout, source_max_failures=source_max_failures
+        )
+
+    def request_context(
+        self, *, request_id: str, peer: str | None = None
+    ) -> AbstractContextManager[None]:
+        """Every audit row written inside carries ``request_id`` and ``peer`` (for adapters)."""
+        return audit_context(request_id=request_id, peer=peer)

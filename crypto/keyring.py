@@ -49,6 +49,8 @@ __all__ = [
 KEY_BYTES = 32
 _FORMAT = "credman-keyring/1"
 _AUDIT_INFO = b"credman/audit-hmac/v1"
+_PRINCIPAL_TOKEN_INFO = b"credman/principal-token-hmac/v1"
+_PRINCIPAL_RECORD_INFO = b"credman/principal-record-mac/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +98,21 @@ class Keyring:
 
     def audit_key(self) -> bytes:
         """The HMAC key of the audit chain, derived from the audit seed (never a data key)."""
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_AUDIT_INFO)
+        return self._derive(_AUDIT_INFO)
+
+    def principal_token_key(self) -> bytes:
+        """The HMAC key principal tokens are stored under (their own HKDF label).
+
+        Derived from the audit seed, which key rotation keeps, so tokens outlive rotations.
+        """
+        return self._derive(_PRINCIPAL_TOKEN_INFO)
+
+    def principal_record_key(self) -> bytes:
+        """The MAC key that authenticates principal rows (their own HKDF label)."""
+        return self._derive(_PRINCIPAL_RECORD_INFO)
+
+    def _derive(self, info: bytes) -> bytes:
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info)
         return hkdf.derive(self.audit_seed)
 
     def with_new_version(self) -> Keyring:

@@ -132,12 +132,22 @@ if TYPE_CHECKING:
         def __get__(self, instance: object, owner: type) -> Secret | OptionalSecretStr | None: ...
         def __set__(self, instance: object, value: str | Secret | None) -> None: ...
 
+    class OptionalProbe:
+        """A credential's probe: accepts a :class:`Probe` or its fields as a mapping."""
+
+        @overload
+        def __get__(self, instance: None, owner: type) -> OptionalProbe: ...
+        @overload
+        def __get__(self, instance: object, owner: type) -> Probe | None: ...
+        def __get__(self, instance: object, owner: type) -> Probe | OptionalProbe | None: ...
+        def __set__(self, instance: object, value: Probe | Mapping[str, Any] | None) -> None: ...
+
 else:
     SecretStr = Annotated[Secret, PlainValidator(_to_secret), PlainSerializer(lambda s: s.reveal())]
     OptionalSecretStr = SecretStr | None
 
-NO_SECRET: Any = None
-"""The default of an optional secret field: None, typed so it fits the checker's descriptor."""
+NONE: Any = None
+"""The default of an optional field that type checkers see as a descriptor: None."""
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH), AfterValidator(_non_blank)]
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
 Lifetime = Annotated[int, Field(gt=0, le=int(MAX_LIFETIME.total_seconds()))]
@@ -163,6 +173,10 @@ class Probe(BaseModel):
         return self
 
 
+if not TYPE_CHECKING:
+    OptionalProbe = Probe | None  # a mapping is validated into a Probe
+
+
 class Credential(BaseModel):
     """Base of the credential types: frozen, strict about unknown fields, secrets masked.
 
@@ -180,7 +194,7 @@ class Credential(BaseModel):
     kind: ClassVar[str] = ""
     secret_fields: ClassVar[tuple[str, ...]] = ()
 
-    probe: Probe | None = None
+    probe: OptionalProbe = NONE
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -311,7 +325,7 @@ class OAuth2(Credential, _Expiring):
     kind: ClassVar[str] = "oauth2"
     token_url: TokenUrl
     client_id: Text
-    client_secret: OptionalSecretStr = NO_SECRET
+    client_secret: OptionalSecretStr = NONE
     grant_type: Literal["refresh_token", "client_credentials"] = "refresh_token"
     client_auth: Literal["client_secret_post", "client_secret_basic", "private_key_jwt"] = (
         "client_secret_post"
@@ -322,8 +336,8 @@ class OAuth2(Credential, _Expiring):
     """The client assertion's algorithm (None: RS256)."""
     client_key_id: Text | None = None
     scope: Text | None = None
-    access_token: OptionalSecretStr = NO_SECRET
-    refresh_token: OptionalSecretStr = NO_SECRET
+    access_token: OptionalSecretStr = NONE
+    refresh_token: OptionalSecretStr = NONE
     token_type: Annotated[str, Field(min_length=1, max_length=64)] = "Bearer"
     authorization_url: TokenUrl | None = None
     device_authorization_url: TokenUrl | None = None
@@ -374,7 +388,7 @@ class JWTBearer(Credential, _Expiring):
     key_id: Text | None = None
     scope: Text | None = None
     assertion_lifetime: Annotated[int, Field(gt=0, le=3600)] = 300
-    access_token: OptionalSecretStr = NO_SECRET
+    access_token: OptionalSecretStr = NONE
 
     @model_validator(mode="after")
     def _key_matches_algorithm(self) -> Self:

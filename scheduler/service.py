@@ -11,6 +11,7 @@ once, instead of being dropped (APScheduler's default grace of 1 s would drop it
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC
 from typing import TYPE_CHECKING
 
@@ -38,8 +39,10 @@ class CredentialScheduler:
         interval: float = 30.0,
         workers: int = 4,
         limit: int = 1000,
+        on_report: Callable[[TickReport], None] | None = None,
     ) -> None:
         self.manager = manager
+        self._on_report = on_report
         self.interval = interval
         self._workers, self._limit = workers, limit
         self._scheduler = BackgroundScheduler(timezone=UTC)
@@ -79,6 +82,8 @@ class CredentialScheduler:
         try:
             report = self.manager.tick(workers=self._workers, limit=self._limit)
             self.last_report, self.sweeps = report, self.sweeps + 1
+            if self._on_report is not None:
+                self._on_report(report)
             if report.due:
                 logger.info(
                     "sweep: {} due, {} refreshed, {} expired, {} failed, {} skipped",

@@ -4,8 +4,15 @@ Nothing outside this package builds a query; services call these modules inside 
 transactions that :mod:`credman.storage.engine` opens.
 """
 
-from credman.storage import audit, connect, engine, grants, keys, migrate, repository
-from credman.storage.engine import checkpoint, is_sqlite, make_engine, read, write
+from credman.storage import audit, connect, engine, grants, keys, migrate, principals, repository
+from credman.storage.engine import (
+    checkpoint,
+    describe_failure,
+    is_sqlite,
+    make_engine,
+    read,
+    write,
+)
 from credman.storage.records import (
     AuditRecord,
     ConnectSessionRecord,
@@ -13,6 +20,7 @@ from credman.storage.records import (
     DueCredential,
     GrantRecord,
     HistoryRecord,
+    PrincipalRecord,
 )
 
 __all__ = [
@@ -22,15 +30,18 @@ __all__ = [
     "DueCredential",
     "GrantRecord",
     "HistoryRecord",
+    "PrincipalRecord",
     "audit",
     "checkpoint",
     "connect",
+    "describe_failure",
     "engine",
     "grants",
     "is_sqlite",
     "keys",
     "make_engine",
     "migrate",
+    "principals",
     "read",
     "repository",
     "write",

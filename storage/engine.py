@@ -21,11 +21,19 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from credman.errors import CredentialValidationError, StorageError
 
-__all__ = ["BUSY_TIMEOUT_SECONDS", "checkpoint", "is_sqlite", "make_engine", "read", "write"]
+__all__ = [
+    "BUSY_TIMEOUT_SECONDS",
+    "checkpoint",
+    "describe_failure",
+    "is_sqlite",
+    "make_engine",
+    "read",
+    "write",
+]
 
 BUSY_TIMEOUT_SECONDS = 30.0
 _WRITE = "credman_write"
@@ -36,10 +44,17 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, synchronous: str = "FULL", create: bool = True) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    synchronous: str = "FULL",
+    create: bool = True,
+    busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+) -> Engine:
     """An engine for ``url`` (sqlite:///PATH or postgresql+psycopg://...) set up for credman.
 
     With ``create=False`` a missing SQLite file (or its folder) is an error, not created.
+    ``busy_timeout``: how long a SQLite writer waits for another's lock.
     """
     try:
         parsed = make_url(url)
@@ -48,7 +63,7 @@ def make_engine(url: str, *, synchronous: str = "FULL", create: bool = True) -> 
             "database_url: not a database URL", fields=("database_url",)
         ) from None
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, parsed.database, synchronous, create)
+        return _sqlite_engine(url, parsed.database, synchronous, create, busy_timeout)
     if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
     raise CredentialValidationError(
@@ -58,7 +73,9 @@ def make_engine(url: str, *, synchronous: str = "FULL", create: bool = True) -> 
     )
 
 
-def _sqlite_engine(url: str, database: str | None, synchronous: str, create: bool) -> Engine:
+def _sqlite_engine(
+    url: str, database: str | None, synchronous: str, create: bool, busy_timeout: float
+) -> Engine:
     if not database or database == ":memory:" or database.startswith("file:"):
         raise CredentialValidationError(
             "database_url: SQLite needs a file path (sqlite:///PATH)", fields=("database_url",)
@@ -71,7 +88,7 @@ def _sqlite_engine(url: str, database: str | None, synchronous: str, create: boo
     if not create and not path.is_file():
         raise StorageError(f"no credman database at {path} (run credman init)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
+    engine = create_engine(url, connect_args={"timeout": busy_timeout})
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -79,7 +96,7 @@ def _sqlite_engine(url: str, database: str | None, synchronous: str, create: boo
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA secure_delete=ON")  # freed content is zeroed, not left behind
         cursor.close()
@@ -122,3 +139,38 @@ def checkpoint(engine: Engine) -> bool:
         assert driver is not None
         busy, _, _ = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return bool(busy == 0)
+
+
+_PG_REASONS = (  # what the server or libpq said -> the words an operator needs
+    ("password authentication failed", "authentication failed"),
+    ("authentication failed", "authentication failed"),
+    ("no password supplied", "authentication failed (no password given)"),
+    ("connection refused", "connection refused"),
+    ("timeout expired", "connection timed out"),
+    ("could not translate host name", "unknown host"),
+    ("does not exist", "no such database or role"),
+    ("too many clients", "the server has too many connections"),
+    ("server closed the connection", "the server closed the connection"),
+)
+
+
+def describe_failure(exc: SQLAlchemyError, engine: Engine, *, waited: float | None = None) -> str:
+    """A driver error in an operator's words: what is locked and how long we waited (SQLite),
+    which server failed and why (PostgreSQL). Names no password and no SQL parameters."""
+    reason = " ".join(str(getattr(exc, "orig", None) or "").split()).lower()
+    url = engine.url
+    if is_sqlite(engine):
+        if "locked" in reason or "busy" in reason:
+            how_long = f"{waited:.1f} s" if waited is not None else f"{BUSY_TIMEOUT_SECONDS:g} s"
+            return (
+                f"the SQLite database {url.database} is locked by another process "
+                f"(waited {how_long} for its write to finish); try again"
+            )
+        if "unable to open" in reason:
+            return f"cannot open the SQLite database {url.database}"
+        return f"SQLite error on {url.database}: {type(exc).__name__}"
+    where = f"PostgreSQL at {url.host or 'localhost'}:{url.port or 5432}"
+    for marker, words in _PG_REASONS:
+        if marker in reason:
+            return f"cannot use {where} (database {url.database!r}): {words}"
+    return f"database error on {where}: {type(exc).__name__}"

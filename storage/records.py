@@ -14,6 +14,7 @@ __all__ = [
     "DueCredential",
     "GrantRecord",
     "HistoryRecord",
+    "PrincipalRecord",
 ]
 
 
@@ -140,3 +141,28 @@ class ConnectSessionRecord(_FromRow):
     created_at: datetime
     expires_at: datetime
     used_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalRecord(_FromRow):
+    """One principal: its token's public id and keyed hash, lifetime, and the row's MAC."""
+
+    name: str
+    token_id: str
+    token_hash: str
+    description: str | None
+    created_at: datetime
+    created_by: str
+    token_issued_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    record_mac: str
+
+    def authenticated_fields(self) -> dict[str, Any]:
+        """The fields the record MAC covers: all but ``last_used_at`` and the MAC itself."""
+        return {
+            name: getattr(self, name)
+            for name in self.column_names()
+            if name not in ("last_used_at", "record_mac")
+        }

@@ -1,4 +1,4 @@
-"""The SQLModel tables: credentials, their append-only history, the audit chain and grants.
+"""The SQLModel tables: credentials, their history, the audit chain, grants and principals.
 
 The schema is created and changed only by the Alembic migrations beside this module; a
 test checks the migrations produce exactly these tables.
@@ -19,6 +19,7 @@ __all__ = [
     "CredentialRow",
     "GrantRow",
     "HistoryRow",
+    "PrincipalRow",
 ]
 
 
@@ -131,3 +132,25 @@ class ConnectSessionRow(SQLModel, table=True):
     created_at: datetime
     expires_at: datetime = Field(index=True)
     used_at: datetime | None = None
+
+
+class PrincipalRow(SQLModel, table=True):
+    """A component's identity: its token's public id and keyed hash (never the token).
+
+    ``record_mac`` authenticates every field but ``last_used_at`` under a keyring-derived
+    key, so a database writer without the key cannot forge, extend or un-revoke a principal.
+    """
+
+    __tablename__ = "principal"
+
+    name: str = Field(primary_key=True, max_length=128)
+    token_id: str = Field(max_length=16, unique=True)
+    token_hash: str = Field(max_length=64)
+    description: str | None = Field(default=None, max_length=256)
+    created_at: datetime
+    created_by: str = Field(max_length=128)
+    token_issued_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+    record_mac: str = Field(max_length=64)

@@ -23,6 +23,7 @@ from credman.cli import (
     diagram,
     grants,
     keys,
+    principals,
     providers,
     serve,
     update,
@@ -111,8 +112,8 @@ def _global(
         configure_logging(level="DEBUG", source=True)
 
 
-_GROUPS = (database, add, update, credentials, grants, audit, keys, connect, providers)
-for _group in (*_GROUPS, diagram, serve, demo):
+_GROUPS = (database, add, update, credentials, grants, audit, keys, principals)
+for _group in (*_GROUPS, connect, providers, diagram, serve, demo):
     _group.register(app)
 
 

@@ -18,7 +18,9 @@ def diagram(
     credential_id: Annotated[
         str | None, typer.Argument(metavar="[ID]", help="Draw this credential's actual path.")
     ] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write files here.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", metavar="DIR", help="Write files here.")
+    ] = None,
 ) -> None:
     """Lifecycle diagrams from the transition table, or one credential's path from its history."""
     from credman import diagrams
@@ -31,16 +33,12 @@ def diagram(
         steps = manager.history(credential_id, principal=options(ctx).principal)
     path_steps = [(s.from_state, s.to_state, s.trigger) for s in steps]
     current = steps[-1].to_state
-    mermaid = diagrams.credential_path_mermaid(credential_id, path_steps, current)
     if output is None:
+        mermaid = diagrams.credential_path_mermaid(credential_id, path_steps, current)
         out.print(mermaid, markup=False)
         return
-    output.mkdir(parents=True, exist_ok=True)
-    stem = output / f"credential-{credential_id.replace('/', '_')}"
-    stem.with_suffix(".md").write_text(f"```mermaid\n{mermaid}```\n")
-    svg = diagrams.credential_path_svg(credential_id, path_steps, current)
-    stem.with_suffix(".svg").write_bytes(svg)
-    out.print(f"wrote {stem}.md and {stem}.svg")
+    written = diagrams.write_credential_path(output, credential_id, path_steps, current)
+    out.print("wrote " + " and ".join(str(p) for p in written))
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ Registered on the root app by :func:`register` as ``credman keys``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -13,11 +13,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from credman import keys
+from credman import KeyVersionStatus, RewrapProgress, RewrapReport
 from credman.cli.context import open_manager, options
 from credman.cli.output import err, out
 
 __all__ = ["keys_app", "register"]
+
+DEFAULT_BATCH_SIZE = 500  # the manager's default (rotate_keys, rewrap_keys)
+MAX_BATCH_SIZE = 10_000  # the manager refuses larger batches
 
 keys_app = typer.Typer(
     help="Key-encryption keys: rotate, rewrap, status, retire.", no_args_is_help=True
@@ -28,14 +31,14 @@ BatchSize = Annotated[
     typer.Option(
         "--batch-size",
         min=1,
-        max=keys.MAX_BATCH_SIZE,
+        max=MAX_BATCH_SIZE,
         help="Credentials re-wrapped per transaction.",
     ),
 ]
 
 
 @contextmanager
-def _progress_bar() -> Iterator[keys.Progress]:
+def _progress_bar() -> Iterator[Callable[[RewrapProgress], None]]:
     """A rich progress bar on stderr, and the callback that moves it."""
     columns = (
         TextColumn("re-wrapping data keys"),
@@ -46,13 +49,13 @@ def _progress_bar() -> Iterator[keys.Progress]:
     with Progress(*columns, console=err) as bar:
         task = bar.add_task("rewrap", total=None)
 
-        def advance(event: keys.RewrapProgress) -> None:
+        def advance(event: RewrapProgress) -> None:
             bar.update(task, total=event.total, completed=event.done + event.unreadable)
 
         yield advance
 
 
-def _print_rewrap(report: keys.RewrapReport) -> None:
+def _print_rewrap(report: RewrapReport) -> None:
     """Say what a rewrap did; exit 1 if rows are left on older versions."""
     out.print(
         f"re-wrapped {report.rewrapped} data keys under version {report.primary} "
@@ -75,7 +78,7 @@ def _print_rewrap(report: keys.RewrapReport) -> None:
 
 
 @keys_app.command()
-def rotate(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) -> None:
+def rotate(ctx: typer.Context, batch_size: BatchSize = DEFAULT_BATCH_SIZE) -> None:
     """Add a new primary key version and re-wrap every data key under it."""
     principal = options(ctx).principal
     with open_manager(ctx) as manager, _progress_bar() as progress:
@@ -85,7 +88,7 @@ def rotate(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) 
 
 
 @keys_app.command()
-def rewrap(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) -> None:
+def rewrap(ctx: typer.Context, batch_size: BatchSize = DEFAULT_BATCH_SIZE) -> None:
     """Re-wrap data keys not yet on the primary (finishes an interrupted rotation)."""
     principal = options(ctx).principal
     with open_manager(ctx) as manager, _progress_bar() as progress:
@@ -93,7 +96,7 @@ def rewrap(ctx: typer.Context, batch_size: BatchSize = keys.DEFAULT_BATCH_SIZE) 
     _print_rewrap(report)
 
 
-def _note(version: keys.KeyVersionStatus) -> str:
+def _note(version: KeyVersionStatus) -> str:
     if not version.in_ring:
         return "MISSING from the keyring: these credentials cannot be opened"
     if not version.primary and not version.credentials:

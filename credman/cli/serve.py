@@ -1,5 +1,7 @@
-"""``credman serve``: the scheduler daemon that keeps tokens fresh.
+"""``credman serve``: the scheduler daemon that keeps tokens fresh, and the HTTP service.
 
+With ``--http``, ``--uds`` or ``--config`` it runs :func:`credman.server.serve` (uvicorn and
+the sweep in one process, see docs/server.md); without them, the scheduler alone.
 It says what it does when it starts (database without its password, how many credentials,
 the next due time) and then one summary line per ``--summary-every`` seconds. SIGTERM and
 SIGINT always end it: the first lets a running sweep finish (at most ``--grace`` seconds),
@@ -14,20 +16,23 @@ import signal
 import threading
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from loguru import logger
 
-from credman.cli.context import open_manager, options
+from credman.cli.context import open_manager, operator_principal, options
 from credman.cli.output import ago, when
+from credman.config import Settings
 from credman.logs import configure_logging
 from credman.manager import CredentialManager
 
 __all__ = ["register"]
 
 MAX_INTERVAL = 86_400.0
+DEFAULT_INTERVAL = 30.0
 MAX_WORKERS = 64
 
 
@@ -49,7 +54,7 @@ def serve(
             max=MAX_INTERVAL,
             help="Seconds between sweeps (0.1 to 86400).",
         ),
-    ] = 30.0,
+    ] = DEFAULT_INTERVAL,
     workers: Annotated[
         int,
         typer.Option(metavar="N", min=1, max=MAX_WORKERS, help="Refreshes in parallel (1-64)."),
@@ -75,14 +80,32 @@ def serve(
         ),
     ] = 10.0,
     once: Annotated[bool, typer.Option("--once", help="Sweep once and exit.")] = False,
+    http: Annotated[
+        str | None, typer.Option(metavar="HOST:PORT", help="Serve the HTTP API here.")
+    ] = None,
+    tls_cert: Annotated[str | None, typer.Option(metavar="PEM", help="TLS certificate.")] = None,
+    tls_key: Annotated[str | None, typer.Option(metavar="PEM", help="TLS private key.")] = None,
+    uds: Annotated[str | None, typer.Option(metavar="PATH", help="Serve on a Unix socket.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(metavar="TOML", help="Service configuration file.")
+    ] = None,
+    no_scheduler: Annotated[
+        bool, typer.Option("--no-scheduler", help="API only: no sweep in this process.")
+    ] = False,
 ) -> None:
-    """Run the scheduler in the foreground until SIGINT/SIGTERM: keeps tokens fresh."""
+    """Run until SIGINT/SIGTERM: the sweep and, with --http/--uds/--config, the HTTP API."""
     from credman.scheduler import CredentialScheduler
 
     verbose = options(ctx).verbose
     configure_logging(level="DEBUG" if verbose else "INFO", source=verbose)
     stop = threading.Event()
     _on_stop_signals(stop)
+    if not once and (http or uds or config or no_scheduler or tls_cert or tls_key):
+        flags: dict[str, Any] = {"http": http, "tls_cert": tls_cert, "tls_key": tls_key}
+        flags["uds"] = uds
+        flags["scheduler"] = False if no_scheduler else None
+        flags["interval"] = None if interval == DEFAULT_INTERVAL else interval
+        raise typer.Exit(_serve_http(ctx, config, flags, workers, stop))
     with open_manager(ctx) as manager:
         scheduler = CredentialScheduler(manager, interval=interval, workers=workers)
         _announce(manager, options(ctx).principal, interval, workers)
@@ -96,6 +119,30 @@ def serve(
         logger.info("credman serve: stopping (waiting up to {:g} s for a sweep)", grace)
         _shutdown(scheduler, grace)
     logger.info("credman serve: stopped")
+
+
+def _serve_http(
+    ctx: typer.Context,
+    config: Path | None,
+    flags: dict[str, Any],
+    workers: int,
+    stop: threading.Event,
+) -> int:
+    """The HTTP service: settings from the file, CREDMAN_* and the flags; one-line errors."""
+    from credman.server import load_settings
+    from credman.server import serve as run_service
+
+    settings = load_settings(config, **flags)
+    given = options(ctx)
+    defaults = Settings.from_env(database_url=given.database_url, key_file=given.key_file)
+
+    def make_manager(**overrides: Any) -> CredentialManager:
+        overrides.setdefault("admins", (*defaults.admins, operator_principal()))
+        return CredentialManager(
+            given.database_url, given.key_file, migrate_schema=False, **overrides
+        )
+
+    return run_service(settings, make_manager, workers=workers, stop=stop)
 
 
 def _on_stop_signals(stop: threading.Event) -> None:

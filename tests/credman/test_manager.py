@@ -130,8 +130,9 @@ def test_revoked_credential_cannot_be_stored_again(manager: CredentialManager) -
     """REVOKED is terminal: storing under its id raises InvalidTransition."""
     manager.store("gh", _oauth(), principal="admin")
     manager.revoke("gh", principal="admin")
-    with pytest.raises(InvalidTransition, match="'update' from state REVOKED"):
+    with pytest.raises(InvalidTransition, match="is revoked") as refused:
         manager.store("gh", _oauth(), principal="admin")
+    assert ("update", "REVOKED") == (refused.value.trigger, refused.value.state)
 
 
 def test_expired_material_moves_to_expired_on_read(manager: CredentialManager) -> None:

@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import httpx
 
-from credman import ApiKey, BasicAuth, CredentialManager, OAuth2, Permission
-from credman.notify import CredentialEvent
+from credman import (
+    Access,
+    ApiKey,
+    BasicAuth,
+    CredentialEvent,
+    CredentialManager,
+    OAuth2,
+    Permission,
+    WebhookNotifier,
+)
+from credman.testing import time_machine
 
 mgr = CredentialManager(
     "sqlite:///./credman.db", "./credman.key"
@@ -41,9 +50,11 @@ mgr.store(
 mgr.store("legacy", BasicAuth(username="svc", password="..."), principal="admin")
 mgr.grant("sync-worker", "github-*", {Permission.USE}, principal="admin")
 
-cred = mgr.get("github-prod", principal="sync-worker", as_type=OAuth2)  # refreshed first if due
+cred = mgr.get("github-prod", principal="admin", as_type=OAuth2)  # READ: the whole credential
 token: str | None = cred.access_token.reveal() if cred.access_token else None
 
+access: Access = mgr.access("github-prod", principal="sync-worker", min_ttl=30)
+headers: dict[str, str] = dict(access.headers)
 with httpx.Client(auth=mgr.auth("github-prod", principal="sync-worker")) as client:
     client.get("https://api.github.com/user")  # injected; a 401 refreshes once and retries
 
@@ -63,3 +74,21 @@ with CredentialManager("sqlite:///./other.db", "./credman.key", hooks=[events.ap
 
 # configuration from the environment takes only the constructor's keywords
 CredentialManager.from_env(bogus=1)  # type: ignore[call-arg]
+
+# a credential test, as the README shows it
+mgr.store(
+    "api",
+    ApiKey(key="k", probe={"url": "https://api.example/me", "expect": [200]}),
+    principal="admin",
+)
+
+# notifications: the built-in webhook is a hook too
+hooked = CredentialManager(
+    "sqlite:///./hooked.db",
+    "./credman.key",
+    hooks=[WebhookNotifier("https://hooks.example/credman", b"shared-secret"), print],
+)
+
+# time-frozen tests of your own code
+with time_machine(mgr, "2026-01-01 00:00:00") as clock:
+    refreshed: int = clock.advance(minutes=56).refreshed

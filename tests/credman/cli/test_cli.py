@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from credman import CredentialManager
+from credman.crypto.tokens import parse_token
+
 
 class Cli:
     """Runs `python -m credman` against one database and key file."""
@@ -173,3 +176,33 @@ def test_token_prints_a_valid_token_for_the_principal_acted_as(cli: Cli) -> None
     cli("grant", "worker", "t", "use")
     result = cli("--as", "worker", "token", "t")
     assert (0, "tok-123\n") == (result.returncode, result.stdout)
+
+
+def test_principal_add_prints_the_token_alone_on_the_last_line(cli: Cli, tmp_path: Path) -> None:
+    """The token is stdout's last line and authenticates; list shows its id, not the token."""
+    added = cli("principal", "add", "etl", "--expires-in", "90d", "--description", "ETL")
+    token = added.stdout.splitlines()[-1]
+    assert (0, True) == (added.returncode, parse_token(token) is not None)
+    with CredentialManager(cli.env["CREDMAN_DATABASE_URL"], str(cli.key_file)) as manager:
+        assert "etl" == manager.authenticate(token, source="cli-test")
+    listed = cli("principal", "list")
+    assert token.split("_")[1] in listed.stdout and token not in listed.stdout
+
+
+def test_principal_rotate_and_revoke(cli: Cli) -> None:
+    """rotate prints a new token; revoke makes it fail."""
+    cli("principal", "add", "etl")
+    rotated = cli("principal", "rotate", "etl").stdout.splitlines()[-1]
+    assert 0 == cli("principal", "revoke", "etl").returncode
+    with CredentialManager(cli.env["CREDMAN_DATABASE_URL"], str(cli.key_file)) as manager:
+        assert [True] == [
+            p.revoked_at is not None for p in manager.list_principals(principal="admin")
+        ]
+    assert parse_token(rotated) is not None
+
+
+def test_serve_refuses_plaintext_on_a_public_bind(cli: Cli) -> None:
+    """--http 0.0.0.0 without TLS exits 1 with one line naming the setting."""
+    result = cli("serve", "--http", "0.0.0.0:8443")
+    assert (1, 1) == (result.returncode, len(result.stderr.strip().splitlines()))
+    assert result.stderr.startswith("error: http:")
