@@ -33,7 +33,7 @@ from credman.crypto import KeyFileProvider, Keyring
 from credman.egress import EgressPolicy
 from credman.storage.engine import make_engine, write
 from credman.storage.repository import CREDENTIALS
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 __all__ = ["POSTGRESQL", "Phase"]
 

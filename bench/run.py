@@ -43,7 +43,7 @@ from bench.model import MemoryScale, Ratio, Report, Row, ScalePair
 from bench.phase import POSTGRESQL, Phase
 from bench.workload import token_server
 from credman.crypto import KeyFileProvider
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 __all__ = ["FULL", "QUICK", "Plan", "run", "run_together"]
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from credman import OAuth2
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 __all__ = [
     "ACCESS_TOKEN",

@@ -5,10 +5,12 @@ from loguru import logger
 from credman.access import Grant
 from credman.audit import ArchiveReport, AuditEvent, AuditReport
 from credman.clock import Clock, SystemClock
+from credman.connect import ConnectSession
 from credman.crypto import KeyProvider, Keyring, Secret
 from credman.errors import (
     AccessDenied,
     AuditError,
+    AuthorizationFailed,
     ConcurrentUpdate,
     CredentialError,
     CredentialUnusable,
@@ -39,6 +41,7 @@ from credman.lifecycle import (
 from credman.manager import CredentialManager
 from credman.models import Access, CredentialInfo, Transition
 from credman.notify import CredentialEvent, EventKind, Hook, WebhookNotifier
+from credman.oauth.device import DeviceAuthorization
 from credman.principals import PrincipalInfo
 from credman.probes import ProbeResult
 from credman.sweep import TickReport
@@ -52,10 +55,12 @@ __all__ = [
     "AuditError",
     "AuditEvent",
     "AuditReport",
+    "AuthorizationFailed",
     "BasicAuth",
     "BearerToken",
     "Clock",
     "ConcurrentUpdate",
+    "ConnectSession",
     "Credential",
     "CredentialError",
     "CredentialEvent",
@@ -64,6 +69,7 @@ __all__ = [
     "CredentialUnusable",
     "CredentialValidationError",
     "DecryptionError",
+    "DeviceAuthorization",
     "EventKind",
     "Grant",
     "Hook",

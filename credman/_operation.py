@@ -90,6 +90,8 @@ class Operations:
     def record_refusal(
         self, action: str, principal: Actor, credential_id: str | None, exc: CredentialError
     ) -> None:
+        """Audit a refused operation in a transaction of its own (also for refusals decided
+        after an earlier transaction committed, as a spent connect session's)."""
         denied = isinstance(exc, AccessDenied)
         detail: dict[str, Any] = {"error": type(exc).__name__}
         if isinstance(exc, AccessDenied):

@@ -49,6 +49,7 @@ VIEW = frozenset({Permission.USE, Permission.READ, Permission.MANAGE, Permission
 """Any of these lets a principal see a credential's metadata."""
 _HISTORY = frozenset({Permission.MANAGE, Permission.AUDIT})
 _READ_ATTEMPTS = 3
+_RENEW_ATTEMPTS = 2
 
 Opened = tuple[Credential, int]
 """A decrypted credential and the version it was read at."""
@@ -140,9 +141,21 @@ class Credentials:
             )
             if record is not None and create_only:
                 raise _exists(credential_id, record.state)
-            if record is None:
+            pending = isinstance(credential, OAuth2) and credential.awaiting_connect
+            if record is None and pending:  # registered for connect: CREATED until authorised
+                record = self._create(act, credential_id, values, reason)
+                repository.insert_credential(connection, {**record.columns(), "version": 1})
+                version = 1
+            elif record is None:
                 record = self._create(act, credential_id, values, reason)
                 version = ops.change(act, record, "activate", reason=reason)
+            elif pending:
+                raise CredentialValidationError(
+                    "credential: it exists; re-authorize it with connect instead of "
+                    "storing one without tokens",
+                    fields=("credential",),
+                    credential_id=credential_id,
+                )
             else:
                 version = ops.change(act, record, "update", values, reason=reason)
             action = "create" if version == 1 else "update"
@@ -236,7 +249,8 @@ class Credentials:
         credential, version = self.open_for_use(credential_id, principal=principal)
         if not self._expires_within(credential, min_ttl):
             return access_of(credential_id, version, credential)
-        if credential.refreshable:
+        for _ in range(_RENEW_ATTEMPTS if credential.refreshable else 0):
+            # twice: another caller's refresh may have landed just before ours was due
             self._refresher.renew(credential_id, principal, version)
             credential, version = self.open_for_use(credential_id, principal=principal)
             if not self._expires_within(credential, min_ttl):

@@ -1,7 +1,7 @@
 """``credman demo``: the end-to-end walkthrough on an embedded default, told step by step.
 
 Everything is real: a SQLite database and a 0600 key file in the demo folder, an OAuth2
-token endpoint on loopback (:class:`~credman.tokenserver.TokenServer`), APScheduler running
+token endpoint on loopback (:class:`~credman.testing.provider.TokenServer`), APScheduler running
 the sweep, httpx calling a protected resource. Token lifetimes are a few seconds so that
 refreshes and an expiry happen while you watch.
 """
@@ -26,7 +26,7 @@ from credman.errors import AccessDenied, CredentialUnusable
 from credman.lifecycle import ApiKey, BasicAuth, BearerToken, JWTBearer, OAuth2, Permission
 from credman.manager import CredentialManager
 from credman.scheduler import CredentialScheduler
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 __all__ = ["run_demo"]
 

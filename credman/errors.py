@@ -14,7 +14,10 @@
     ├── ConcurrentUpdate             another writer changed the credential first; retry
     ├── AuditError                   the audit trail could not be written or read; fail closed
     ├── StorageError                 the database failed or has a schema this version does not know
-    └── RefreshFailed                the token endpoint refused (.permanent) or failed (transient)
+    ├── RefreshFailed                the token endpoint refused (.permanent) or failed (transient)
+    └── AuthorizationFailed          a connect did not authorise: the provider or user refused
+                                     (access_denied...), or a forged, replayed, expired or
+                                     mismatched callback; .error_code says which
 
 Messages never carry secret values: they name credentials, fields, states and triggers.
 This module imports nothing from credman, so every layer may raise these.
@@ -25,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDenied",
     "AuditError",
+    "AuthorizationFailed",
     "ConcurrentUpdate",
     "CredentialError",
     "CredentialUnusable",
@@ -193,3 +197,11 @@ class RefreshFailed(CredentialError):
         self.retry_after = retry_after
         self.rotated_refresh_token = rotated_refresh_token
         """A ``Secret``: the refresh token a refused 200 rotated to (the old one is spent)."""
+
+
+class AuthorizationFailed(CredentialError):
+    """A connect (authorization code or device grant) did not authorise; nothing changed."""
+
+    def __init__(self, message: str, *, error_code: str, credential_id: str | None = None) -> None:
+        super().__init__(message, credential_id=credential_id)
+        self.error_code = error_code

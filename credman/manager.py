@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from credman.audit import ArchiveReport, AuditEvent, AuditLog, AuditReport, audi
 from credman.audit_trail import AuditTrail
 from credman.clock import Clock, as_clock
 from credman.config import Settings
+from credman.connect import Connections, ConnectSession
 from credman.credentials import Credentials
 from credman.crypto import EnvKeyProvider, KeyFileProvider, KeyProvider, Keyring
 from credman.egress import EgressPolicy, EgressTransport
@@ -41,6 +43,7 @@ from credman.keys import (
 from credman.lifecycle import Credential, Permission, RefreshPolicy, State
 from credman.models import Access, CredentialInfo, Transition
 from credman.notify import Hook, Notifier
+from credman.oauth.device import DeviceAuthorization
 from credman.principals import PrincipalInfo, Principals
 from credman.probes import ProbeResult, Probes
 from credman.refresher import Refresher
@@ -108,6 +111,7 @@ class CredentialManager:
         self._sweep = Sweep(ops, self._refresher, self._probes, notifier)
         self._grants = Grants(ops)
         self._audit = AuditTrail(ops)
+        self._connections = Connections(ops, self.keys, notifier, self.policy, self._http)
         self._principals = Principals(
             ops,
             token_key=keyring.principal_token_key(),
@@ -271,6 +275,53 @@ class CredentialManager:
     def purge(self, credential_id: str, *, principal: str) -> None:
         """Remove a revoked credential so its id is free again; history and audit stay."""
         self._credentials.purge(credential_id, principal=principal)
+
+    # -- connect and re-authorize ---------------------------------------------------------
+
+    def connect(
+        self,
+        credential_id: str,
+        *,
+        redirect_uri: str,
+        scope: str | None = None,
+        principal: str,
+    ) -> ConnectSession:
+        """Open a connect (authorization code + PKCE S256): where to send the user (MANAGE)."""
+        return self._connections.connect(
+            credential_id, redirect_uri=redirect_uri, scope=scope, principal=principal
+        )
+
+    def complete_connect(
+        self,
+        *,
+        state: str,
+        code: str | None,
+        principal: str,
+        redirect_uri: str | None = None,
+        error: str | None = None,
+    ) -> CredentialInfo:
+        """Finish a connect from the callback: ACTIVE (first connect) or UPDATED (re-authorized).
+
+        Raises ``AuthorizationFailed`` for a forged, replayed, expired or mismatched callback
+        and for the provider's refusal (``error=access_denied``...); nothing changes then.
+        """
+        return self._connections.complete_connect(
+            state=state, code=code, principal=principal, redirect_uri=redirect_uri, error=error
+        )
+
+    def connect_device(
+        self,
+        credential_id: str,
+        *,
+        principal: str,
+        show: Callable[[DeviceAuthorization], None],
+        deadline: datetime | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> CredentialInfo:
+        """Connect through the device grant (RFC 8628): ``show`` displays the user code."""
+        return self._connections.connect_device(
+            credential_id, principal=principal, show=show, deadline=deadline, sleep=sleep
+        )
 
     def force_transition(
         self, credential_id: str, trigger: str, *, principal: str, reason: str | None = None

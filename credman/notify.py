@@ -44,6 +44,8 @@ class EventKind(StrEnum):
     EXPIRED = "expired"
     REVOKED = "revoked"
     PROBE_FAILED = "probe_failed"  # the credential no longer works against its probe
+    CONNECTED = "connected"  # a connect (first or re-authorisation) stored new tokens
+    CONNECT_FAILED = "connect_failed"  # a connect was refused: provider, user or callback
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -82,15 +82,24 @@ def jitter() -> float:
     return _SPREAD.random()
 
 
-def merged(credential: Credential, grant: TokenGrant, now: datetime) -> Credential:
-    """The credential with the new tokens; a response without a refresh token keeps the old."""
+def merged(
+    credential: Credential, grant: TokenGrant, sent_at: datetime, skew: timedelta = timedelta(0)
+) -> Credential:
+    """The credential with the new tokens; a response without a refresh token keeps the old.
+
+    ``expires_at`` counts from ``sent_at`` (when the token request left), less a second for
+    providers' whole-second truncation and ``skew`` (see ``expires_at_from``). The kept
+    response fields are merged into an OAuth2 credential's ``metadata``.
+    """
     changes: dict[str, Any] = {
         "access_token": grant.access_token,
         "expires_in": None,
-        "expires_at": now + timedelta(seconds=grant.expires_in) if grant.expires_in else None,
+        "expires_at": grant.expires_at(sent_at, skew=skew),
     }
     if grant.refresh_token is not None and "refresh_token" in type(credential).model_fields:
         changes["refresh_token"] = grant.refresh_token
+    if isinstance(credential, OAuth2) and grant.metadata:
+        changes["metadata"] = dict(credential.metadata or {}) | dict(grant.metadata)
     if "token_type" in type(credential).model_fields:
         bearer = grant.token_type.lower() == "bearer"
         changes["token_type"] = "Bearer" if bearer else grant.token_type[:64] or "Bearer"
@@ -357,7 +366,7 @@ class Refresher:
     def _record_success(
         self, act: Act, record: CredentialRecord, claim: Claim, grant: TokenGrant
     ) -> tuple[RefreshOutcome, list[CredentialEvent]]:
-        credential = merged(claim.credential, grant, act.now)
+        credential = merged(claim.credential, grant, act.now, self._policy.clock_skew)
         values = self._keys.seal(act.connection, record.id, credential) | {
             "expires_at": credential.expires_at_or_none,
             "material_at": act.now,

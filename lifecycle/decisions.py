@@ -112,6 +112,10 @@ def ensure_not_revoked(record: StoredCredential) -> None:
 def ensure_usable(record: StoredCredential, now: datetime) -> None:
     """Raise unless the credential's state can yield material (EXPIRED and REVOKED cannot)."""
     ensure_not_revoked(record)
+    if record.state == State.CREATED:
+        raise CredentialUnusable(
+            record.id, State.CREATED, "it is not connected yet (credman connect)"
+        )
     if record.state != State.EXPIRED:
         return
     if not is_refreshable(record):

@@ -69,7 +69,7 @@ class Edge:
 
 EDGES: tuple[Edge, ...] = (
     Edge("activate", (S.CREATED,), S.ACTIVE, Permission.MANAGE,
-         doc="a validated, encrypted credential becomes usable"),
+         doc="a validated, encrypted credential becomes usable (also a first connect)"),
     Edge("update", (S.ACTIVE, S.UPDATED, S.EXPIRED, S.REFRESHING), S.UPDATED, Permission.MANAGE,
          doc="new material stored by an operator (also re-authorization of an EXPIRED one)"),
     Edge("start_refresh", (S.ACTIVE, S.UPDATED, S.EXPIRED), S.REFRESHING, Permission.USE,
@@ -84,7 +84,10 @@ EDGES: tuple[Edge, ...] = (
          doc="a refresher died holding the lease; the sweep takes it back"),
     Edge("expire", (S.ACTIVE, S.UPDATED), S.EXPIRED, Permission.USE, ("past_expiry",),
          doc="the material passed its expiry without a refresh"),
-    Edge("revoke", (S.ACTIVE, S.UPDATED, S.EXPIRED, S.REFRESHING), S.REVOKED, Permission.MANAGE,
+    Edge("reauthorize", (S.ACTIVE, S.UPDATED, S.EXPIRED), S.UPDATED, Permission.MANAGE,
+         doc="a connect obtained new tokens from the provider (re-authorisation)"),
+    Edge("revoke", (S.CREATED, S.ACTIVE, S.UPDATED, S.EXPIRED, S.REFRESHING), S.REVOKED,
+         Permission.MANAGE,
          doc="withdrawn for good; the secret material is destroyed"),
 )  # fmt: skip
 

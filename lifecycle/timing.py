@@ -40,6 +40,11 @@ class RefreshPolicy:
     cooldown: float = 30.0
     """...and never sooner than this: at most 3600/cooldown token calls an hour for a broken
     credential, whatever the jitter draws."""
+    clock_skew: timedelta = timedelta(0)
+    """How far the provider's clock may run ahead of ours: taken off every ``expires_at``
+    (besides the second always allowed for providers that count from whole epoch seconds).
+    Raise it for providers whose clocks drift; tokens living less than 1 s + skew get an
+    ``expires_at`` equal to when they were requested."""
 
 
 def refresh_due_at(

@@ -168,6 +168,9 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH), AfterVali
 Timestamp = Annotated[AwareDatetime, AfterValidator(_utc)]
 Lifetime = Annotated[int, Field(gt=0, le=int(MAX_LIFETIME.total_seconds()))]
 TokenUrl = Annotated[Text, AfterValidator(_token_url)]
+SigningAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256"
+]
 
 
 class Probe(BaseModel):
@@ -326,28 +329,62 @@ class BearerToken(Credential, _Expiring):
 
 
 class OAuth2(Credential, _Expiring):
-    """OAuth2 tokens, kept fresh by the refresh-token or client-credentials grant."""
+    """OAuth2 tokens, kept fresh by the refresh-token or client-credentials grant.
+
+    With an ``authorization_url`` (or ``device_authorization_url``) the tokens may be
+    missing: the credential waits for ``connect`` (authorization code + PKCE, or the
+    device grant) to obtain them. ``profile`` names a provider profile whose response
+    quirks apply; ``metadata`` keeps the non-secret response fields the profile asks for
+    (e.g. Salesforce's ``instance_url``).
+    """
 
     kind: ClassVar[str] = "oauth2"
     token_url: TokenUrl
     client_id: Text
     client_secret: OptionalSecretStr = NONE
     grant_type: Literal["refresh_token", "client_credentials"] = "refresh_token"
-    client_auth: Literal["client_secret_post", "client_secret_basic"] = "client_secret_post"
+    client_auth: Literal["client_secret_post", "client_secret_basic", "private_key_jwt"] = (
+        "client_secret_post"
+    )
+    client_key: SecretStr | None = None
+    """PEM private key (or HS secret) that signs ``private_key_jwt`` client assertions."""
+    client_key_algorithm: SigningAlgorithm | None = None
+    """The client assertion's algorithm (None: RS256)."""
+    client_key_id: Text | None = None
     scope: Text | None = None
     access_token: OptionalSecretStr = NONE
     refresh_token: OptionalSecretStr = NONE
     token_type: Annotated[str, Field(min_length=1, max_length=64)] = "Bearer"
+    authorization_url: TokenUrl | None = None
+    device_authorization_url: TokenUrl | None = None
+    revocation_url: TokenUrl | None = None
+    authorize_params: Annotated[dict[Text, Text], Field(max_length=32)] | None = None
+    """Extra authorization request parameters (Google: access_type=offline, prompt=consent)."""
+    profile: Text | None = None
+    metadata: Annotated[dict[Text, Text], Field(max_length=32)] | None = None
 
     @model_validator(mode="after")
     def _grant_has_material(self) -> Self:
-        if self.grant_type == "client_credentials" and self.client_secret is None:
+        signed = self.client_auth == "private_key_jwt"
+        if self.grant_type == "client_credentials" and self.client_secret is None and not signed:
             raise ValueError("client_secret is required for the client_credentials grant")
         if self.client_auth == "client_secret_basic" and self.client_secret is None:
             raise ValueError("client_secret is required for client_secret_basic")
-        if self.grant_type == "refresh_token" and not (self.access_token or self.refresh_token):
-            raise ValueError("access_token or refresh_token is required for refresh_token")
+        if self.client_auth == "private_key_jwt" and self.client_key is None:
+            raise ValueError("client_key is required for private_key_jwt")
+        connectable = self.authorization_url or self.device_authorization_url
+        has_tokens = self.access_token or self.refresh_token
+        if self.grant_type == "refresh_token" and not (has_tokens or connectable):
+            raise ValueError(
+                "access_token or refresh_token is required for refresh_token "
+                "(or an authorization_url to connect)"
+            )
         return self
+
+    @property
+    def awaiting_connect(self) -> bool:
+        """Registered for connect, not yet authorised: no tokens at all."""
+        return self.grant_type == "refresh_token" and not (self.access_token or self.refresh_token)
 
     @classmethod
     def can_refresh(cls, public: Mapping[str, Any], secret_names: Collection[str]) -> bool:
@@ -363,9 +400,7 @@ class JWTBearer(Credential, _Expiring):
     subject: Text
     audience: Text
     private_key: SecretStr
-    algorithm: Literal[
-        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "HS256"
-    ] = "RS256"
+    algorithm: SigningAlgorithm = "RS256"
     key_id: Text | None = None
     scope: Text | None = None
     assertion_lifetime: Annotated[int, Field(gt=0, le=3600)] = 300

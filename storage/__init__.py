@@ -4,7 +4,7 @@ Nothing outside this package builds a query; services call these modules inside 
 transactions that :mod:`credman.storage.engine` opens.
 """
 
-from credman.storage import audit, engine, grants, keys, migrate, principals, repository
+from credman.storage import audit, connect, engine, grants, keys, migrate, principals, repository
 from credman.storage.engine import (
     checkpoint,
     describe_failure,
@@ -16,6 +16,7 @@ from credman.storage.engine import (
 from credman.storage.records import (
     AuditHead,
     AuditRecord,
+    ConnectSessionRecord,
     CredentialRecord,
     DueCredential,
     GrantRecord,
@@ -26,6 +27,7 @@ from credman.storage.records import (
 __all__ = [
     "AuditHead",
     "AuditRecord",
+    "ConnectSessionRecord",
     "CredentialRecord",
     "DueCredential",
     "GrantRecord",
@@ -33,6 +35,7 @@ __all__ = [
     "PrincipalRecord",
     "audit",
     "checkpoint",
+    "connect",
     "describe_failure",
     "engine",
     "grants",

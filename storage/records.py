@@ -10,6 +10,7 @@ from typing import Any, Self
 __all__ = [
     "AuditHead",
     "AuditRecord",
+    "ConnectSessionRecord",
     "CredentialRecord",
     "DueCredential",
     "GrantRecord",
@@ -134,6 +135,23 @@ class AuditHead(_FromRow):
     hash: str
     anchor_seq: int
     anchor_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSessionRecord(_FromRow):
+    """One connect session: hashed state, bindings, expiry, the sealed PKCE verifier."""
+
+    state_hash: str
+    credential_id: str
+    principal: str
+    redirect_uri: str
+    scope: str | None
+    sealed_verifier: str | None
+    wrapped_dek: bytes | None
+    key_version: int | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
 
 
 @dataclass(frozen=True, slots=True)

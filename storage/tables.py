@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "AuditEventRow",
     "AuditHeadRow",
+    "ConnectSessionRow",
     "CredentialRow",
     "GrantRow",
     "HistoryRow",
@@ -116,6 +117,29 @@ class GrantRow(SQLModel, table=True):
     permissions: str = Field(max_length=64)
     created_at: datetime
     created_by: str = Field(max_length=128)
+
+
+class ConnectSessionRow(SQLModel, table=True):
+    """One authorization-code connect in progress: single use, bound, short-lived.
+
+    The state is stored only as its SHA-256; the PKCE verifier is sealed under its own data
+    key (wrapped by the keyring); ``used_at`` marks it spent, and spending destroys the
+    sealed verifier and its key.
+    """
+
+    __tablename__ = "connect_session"
+
+    state_hash: str = Field(primary_key=True, max_length=64)
+    credential_id: str = Field(max_length=128, index=True)
+    principal: str = Field(max_length=128)
+    redirect_uri: str = Field(max_length=2048)
+    scope: str | None = Field(default=None, max_length=2048)
+    sealed_verifier: str | None = Field(default=None, max_length=512)
+    wrapped_dek: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    key_version: int | None = None
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+    used_at: datetime | None = None
 
 
 class PrincipalRow(SQLModel, table=True):

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 
 from credman import CredentialManager, OAuth2
 from credman.crypto import KeyFileProvider
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 POSTGRES_URL = os.environ.get(
     "CREDMAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -26,7 +26,7 @@ from typing import Any
 try:  # the loopback provider moves to credman.testing.provider in the new layout
     from credman.testing.provider import TokenServer  # type: ignore[import-not-found]
 except ImportError:
-    from credman.tokenserver import TokenServer
+    from credman.testing.provider import TokenServer
 
 __all__ = ["main"]
 

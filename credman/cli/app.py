@@ -16,6 +16,7 @@ import typer.core
 from credman.cli import (
     add,
     audit,
+    connect,
     credentials,
     database,
     demo,
@@ -23,6 +24,7 @@ from credman.cli import (
     grants,
     keys,
     principals,
+    providers,
     serve,
     update,
 )
@@ -123,19 +125,8 @@ def _global(
         configure_logging(level="DEBUG", source=True)
 
 
-for _group in (
-    database,
-    add,
-    update,
-    credentials,
-    grants,
-    audit,
-    keys,
-    principals,
-    diagram,
-    serve,
-    demo,
-):
+_GROUPS = (database, add, update, credentials, grants, audit, keys, principals)
+for _group in (*_GROUPS, connect, providers, diagram, serve, demo):
     _group.register(app)
 
 

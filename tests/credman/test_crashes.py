@@ -24,7 +24,7 @@ from credman import (
     State,
 )
 from credman.lifecycle import RefreshPolicy
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 WORKER = Path(__file__).with_name("_worker_crash.py")
 CLIENT, SECRET = "client-1", "client-secret-1"

@@ -22,7 +22,7 @@ from credman import CredentialManager, OAuth2, RefreshFailed, State
 from credman.lifecycle import RefreshPolicy
 from credman.notify import CredentialEvent, EventKind
 from credman.oauth import MAX_BODY
-from credman.tokenserver import FAULT_MODES, TokenServer
+from credman.testing.provider import FAULT_MODES, TokenServer
 
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
 STORED_LIFETIME = 100
@@ -49,6 +49,15 @@ PERMANENT = ("invalid_grant",)
 REJECTED = ("huge_access_token", "crlf_token_type")
 """A 200 credman refuses after the provider rotated the refresh token: deferred, new RT kept."""
 QUIRKS = ("no_expires_in", "negative_expires_in")
+PROFILE_QUIRKS = (
+    "bad_refresh_token_200",
+    "ok_false_200",
+    "expires_in_string",
+    "expires_in_ms",
+    "ok_true",
+    "instance_url",
+)
+"""Providers' own response shapes: each is driven through its profile in test_profiles.py."""
 LOST = "lost_response"
 VIAS = ("get", "tick")
 
@@ -128,7 +137,14 @@ def _faulted(
 
 def test_the_table_covers_every_fault_mode() -> None:
     """Each of the provider's fault modes has an expected outcome below."""
-    assert FAULT_MODES - {"ok"} == {*TRANSIENT, *PERMANENT, *QUIRKS, *REJECTED, LOST}
+    assert FAULT_MODES - {"ok"} == {
+        *TRANSIENT,
+        *PERMANENT,
+        *QUIRKS,
+        *REJECTED,
+        *PROFILE_QUIRKS,
+        LOST,
+    }
 
 
 @pytest.mark.parametrize("via", VIAS)
@@ -255,7 +271,7 @@ def test_one_sweep_survives_every_fault_at_once(
 ) -> None:
     """One tick over credentials whose providers each misbehave differently: no error, each
     credential gets its own outcome."""
-    modes = sorted(FAULT_MODES - {"ok"})
+    modes = sorted(FAULT_MODES - {"ok", *PROFILE_QUIRKS})  # those: per profile, test_profiles
     with ExitStack() as stack, freeze_time(START) as frozen:
         for mode in modes:
             provider = stack.enter_context(make_provider())

@@ -44,7 +44,7 @@ from credman import (
 )
 from credman.crypto import KeyFileProvider
 from credman.lifecycle import RefreshPolicy
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 CLIENT, SECRET = "client-1", "client-secret-1"
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)

@@ -16,7 +16,7 @@ from freezegun import freeze_time
 
 from credman import ApiKey, BasicAuth, CredentialManager, CredentialValidationError, OAuth2
 from credman.notify import CredentialEvent, EventKind, WebhookNotifier
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 CLIENT, SECRET = "client-1", "client-secret-1"
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)

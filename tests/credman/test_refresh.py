@@ -23,7 +23,7 @@ from credman import (
 )
 from credman.lifecycle import RefreshPolicy
 from credman.notify import CredentialEvent, EventKind
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 
 def _token(manager: CredentialManager, credential_id: str = "gh") -> str:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from credman import CredentialManager, OAuth2, Permission, State
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 LIFETIME = 2.0
 RUN_SECONDS = 7.0

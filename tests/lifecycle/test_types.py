@@ -46,7 +46,7 @@ def _oauth(**overrides: object) -> OAuth2:
         (lambda: _oauth(token_url="http://provider.example/t"), "token_url"),
         (lambda: _oauth(token_url=f"https://user:{CANARY}@x.example/t"), "token_url"),
         (lambda: _oauth(grant_type="password"), "grant_type"),
-        (lambda: _oauth(client_auth="private_key_jwt"), "client_auth"),
+        (lambda: _oauth(client_auth="tls_client_auth"), "client_auth"),
         (lambda: _oauth(unknown_field=CANARY), "unknown_field"),
         (lambda: OAuth2(client_id="cid", refresh_token=CANARY), "token_url"),
     ],
@@ -109,7 +109,7 @@ def test_secret_reveals_only_on_request() -> None:
 
 def test_secret_fields_are_declared_per_type() -> None:
     """Each type knows which of its fields are secret."""
-    assert ("client_secret", "access_token", "refresh_token") == OAuth2.secret_fields
+    assert ("client_secret", "client_key", "access_token", "refresh_token") == OAuth2.secret_fields
     assert ("password",) == BasicAuth.secret_fields
     assert ("private_key", "access_token") == JWTBearer.secret_fields
 

@@ -19,7 +19,7 @@ from freezegun import freeze_time
 from credman import BearerToken, CredentialManager, OAuth2, State
 from credman.scheduler import CredentialScheduler
 from credman.testing import time_machine
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
 

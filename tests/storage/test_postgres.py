@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, insert
 from credman import CredentialManager, OAuth2, State
 from credman._sealing import seal
 from credman.storage.repository import CREDENTIALS, HISTORY
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 CLIENT, SECRET = "client-1", "client-secret-1"
 COUNT, PROCESSES = 2000, 8

@@ -27,7 +27,7 @@ from credman import CredentialManager, OAuth2, Permission
 from credman.client import Client
 from credman.clock import ManualClock
 from credman.server import create_app
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 ADMIN = "admin"
 WORKER = "sync-worker"

@@ -32,7 +32,7 @@ from credman.errors import (
 if TYPE_CHECKING:
     from conftest import Service
 
-    from credman.tokenserver import TokenServer
+    from credman.testing.provider import TokenServer
 
 ADMIN, WORKER = "admin", "sync-worker"
 

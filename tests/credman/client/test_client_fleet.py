@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from conftest import TLS
 
     from credman import OAuth2
-    from credman.tokenserver import TokenServer
+    from credman.testing.provider import TokenServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

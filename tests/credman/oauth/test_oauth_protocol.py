@@ -31,7 +31,7 @@ from credman.oauth import (
     parse_token_response,
     request_token,
 )
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 TOKEN_URL = "http://127.0.0.1:9/token"

@@ -13,7 +13,7 @@ import pytest
 from credman import ApiKey, BearerToken, CredentialManager, OAuth2, Permission
 from credman.clock import ManualClock
 from credman.server import ServerSettings
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 ADMIN = "admin"
 

@@ -1,4 +1,4 @@
-"""The loopback OAuth2 token endpoint behaves like a strict provider (credman.tokenserver)."""
+"""The loopback OAuth2 token endpoint behaves like a strict provider (credman.testing.provider)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest
 
-from credman.tokenserver import FAULT_MODES, TokenServer
+from credman.testing.provider import FAULT_MODES, TokenServer
 
 CLIENT_ID = "app"
 CLIENT_SECRET = "client-secret-canary-7f3a"
@@ -590,6 +590,12 @@ def test_every_documented_mode_exists() -> None:
         "no_expires_in",
         "invalid_grant",
         "lost_response",
+        "bad_refresh_token_200",
+        "ok_false_200",
+        "expires_in_string",
+        "expires_in_ms",
+        "ok_true",
+        "instance_url",
     }
     assert expected == set(FAULT_MODES)
 

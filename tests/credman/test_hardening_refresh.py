@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from credman import BearerToken, CredentialManager, State
 from credman.lifecycle import RefreshPolicy
 from credman.notify import CredentialEvent, EventKind, WebhookNotifier
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 START = datetime(2026, 3, 1, 10, tzinfo=UTC)
 

@@ -28,7 +28,7 @@ from credman.egress import EgressPolicy
 from credman.errors import KeyringError
 from credman.logs import redact
 from credman.oauth import parse_token_response
-from credman.tokenserver import TokenServer
+from credman.testing.provider import TokenServer
 
 NOW = datetime(2026, 3, 1, 10, tzinfo=UTC)
 BIG_BODY = 128 * 1024 * 1024

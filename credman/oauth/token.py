@@ -1,4 +1,11 @@
-"""OAuth2 token requests: built and parsed by pure functions, sent by httpx."""
+"""OAuth2 token requests: built and parsed by pure functions, sent by httpx.
+
+The refresh-token, client-credentials and RFC 7523 grants renew tokens; the same
+builders and parser serve the authorization-code and device grants (``authorize``,
+``device``). Clients authenticate with ``client_secret_post``, ``client_secret_basic`` or
+``private_key_jwt`` (RFC 7523 §2.2). A provider's quirks (``ResponseQuirks``, from its
+profile) are applied by the parser as flags.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,8 @@ import random
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote_plus
@@ -24,8 +31,11 @@ from credman.deadline import Deadline
 from credman.errors import RefreshFailed
 from credman.lifecycle.types import MAX_SECRET_LENGTH, JWTBearer, OAuth2
 from credman.logs import own_requests
+from credman.oauth.profiles import quirks_for
+from credman.oauth.quirks import STANDARD, ResponseQuirks
 
 __all__ = [
+    "CLIENT_ASSERTION_TYPE",
     "JWT_BEARER_GRANT",
     "KNOWN_ERRORS",
     "MAX_BODY",
@@ -33,22 +43,32 @@ __all__ = [
     "MAX_RETRY_AFTER",
     "PERMANENT_ERRORS",
     "RETRYABLE_ERRORS",
+    "WHOLE_SECOND",
     "TokenGrant",
     "TokenRequest",
     "arequest_token",
     "backoff_delay",
+    "build_grant_request",
     "build_token_request",
+    "expires_at_from",
     "next_retry_delay",
     "parse_token_response",
     "request_token",
+    "send_token_request",
 ]
 
 JWT_BEARER_GRANT: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+WHOLE_SECOND: Final = timedelta(seconds=1)
+"""Providers compute ``exp`` from whole epoch seconds (``floor(now) + expires_in``), so a
+token can die up to this much before ``sent_at + expires_in``."""
+CLIENT_ASSERTION_LIFETIME: Final = 60
 MAX_BODY: Final = 1_048_576
 MAX_RETRY_AFTER: Final = 86_400.0
 MAX_EXPIRES_IN: Final = 10 * 365 * 86_400
 PERMANENT_ERRORS: Final = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
-"""The provider refused the grant itself: only an operator can fix it."""
+"""The provider refused the grant itself: only an operator can fix it, whatever the HTTP
+status that carried the code (200 included)."""
 RETRYABLE_ERRORS: Final = frozenset({"server_error", "temporarily_unavailable"})
 """Error codes that say the provider failed, whatever 4xx status carries them."""
 KNOWN_ERRORS: Final = frozenset(
@@ -123,13 +143,37 @@ class TokenRequest:
 
 @dataclass(frozen=True)
 class TokenGrant:
-    """What a token endpoint granted; ``expires_in`` is None when missing or unusable."""
+    """What a token endpoint granted; ``expires_in`` is None when missing or unusable.
+
+    ``metadata`` holds the non-secret response fields the provider's quirks keep.
+    """
 
     access_token: Secret
     refresh_token: Secret | None
     expires_in: int | None
     token_type: str = "Bearer"
     scope: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def expires_at(self, sent_at: datetime, *, skew: timedelta = timedelta(0)) -> datetime | None:
+        """The expiry to rely on for a token requested at ``sent_at`` (see ``expires_at_from``)."""
+        return expires_at_from(sent_at, self.expires_in, skew=skew)
+
+
+def expires_at_from(
+    sent_at: datetime, expires_in: int | None, *, skew: timedelta = timedelta(0)
+) -> datetime | None:
+    """The latest moment a token is sure to work, or None when the provider did not say.
+
+    The provider counted ``expires_in`` from the moment it answered, truncated to a whole
+    second, which is no earlier than a second before ``sent_at`` (when the request left),
+    give or take the clock ``skew`` between us: so ``sent_at + expires_in - 1 s - skew``,
+    never before ``sent_at``.
+    """
+    if expires_in is None:
+        return None
+    lifetime = timedelta(seconds=expires_in)
+    return max(sent_at, sent_at + lifetime - WHOLE_SECOND - skew)
 
 
 def build_token_request(credential: OAuth2 | JWTBearer, *, now: datetime) -> TokenRequest:
@@ -141,9 +185,17 @@ def build_token_request(credential: OAuth2 | JWTBearer, *, now: datetime) -> Tok
     if isinstance(credential, JWTBearer):
         grant = {"grant_type": JWT_BEARER_GRANT, "assertion": _assertion(credential, now)}
         return _token_request(credential.token_url, grant, credential.scope, {})
-    form, headers = _client_authentication(credential)
+    return build_grant_request(credential, _oauth2_grant(credential), now=now)
+
+
+def build_grant_request(
+    credential: OAuth2, grant: Mapping[str, str], *, now: datetime, scope: bool = True
+) -> TokenRequest:
+    """A token request for ``grant`` (its form fields), authenticated as ``credential``'s
+    client; ``scope=False`` leaves the credential's scope out (code and device grants)."""
+    form, headers = _client_authentication(credential, now)
     return _token_request(
-        credential.token_url, _oauth2_grant(credential) | form, credential.scope, headers
+        credential.token_url, dict(grant) | form, credential.scope if scope else None, headers
     )
 
 
@@ -167,8 +219,17 @@ def _oauth2_grant(credential: OAuth2) -> dict[str, str]:
     return {"grant_type": "refresh_token", "refresh_token": credential.refresh_token.reveal()}
 
 
-def _client_authentication(credential: OAuth2) -> tuple[dict[str, str], dict[str, str]]:
-    """The form fields and the headers that authenticate the client (RFC 6749 §2.3.1)."""
+def _client_authentication(
+    credential: OAuth2, now: datetime
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The form fields and the headers that authenticate the client (RFC 6749 §2.3.1,
+    RFC 7523 §2.2)."""
+    if credential.client_auth == "private_key_jwt":
+        return {
+            "client_id": credential.client_id,
+            "client_assertion_type": CLIENT_ASSERTION_TYPE,
+            "client_assertion": _client_assertion(credential, now),
+        }, {}
     secret = credential.client_secret
     if credential.client_auth == "client_secret_basic" and secret is not None:
         return {}, {"Authorization": _basic_authorization(credential.client_id, secret.reveal())}
@@ -184,6 +245,35 @@ def _basic_authorization(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
 
 
+def _client_assertion(credential: OAuth2, now: datetime) -> str:
+    """An RFC 7523 §3 client assertion: iss = sub = client id, aud = the token endpoint."""
+    issued_at = int(_aware(now).timestamp())
+    claims = {
+        "iss": credential.client_id,
+        "sub": credential.client_id,
+        "aud": credential.token_url,
+        "iat": issued_at,
+        "exp": issued_at + CLIENT_ASSERTION_LIFETIME,
+        "jti": uuid.uuid4().hex,
+    }
+    key, algorithm = credential.client_key, credential.client_key_algorithm or "RS256"
+    if key is None:  # the model refuses private_key_jwt without a key; be safe anyway
+        raise RefreshFailed("private_key_jwt needs a client_key", permanent=True)
+    return _signed(claims, key.reveal(), algorithm, credential.client_key_id)
+
+
+def _signed(claims: dict[str, Any], key: str, algorithm: str, key_id: str | None) -> str:
+    headers = {"kid": key_id} if key_id else None
+    try:
+        return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise RefreshFailed(
+            f"cannot sign the assertion: the private key does not load for {algorithm}",
+            permanent=True,
+            error_code="invalid_key",
+        ) from None
+
+
 def _assertion(credential: JWTBearer, now: datetime) -> str:
     """A signed RFC 7523 assertion valid from ``now`` for the credential's assertion lifetime."""
     issued_at = int(_aware(now).timestamp())
@@ -195,16 +285,7 @@ def _assertion(credential: JWTBearer, now: datetime) -> str:
         "exp": issued_at + credential.assertion_lifetime,
         "jti": uuid.uuid4().hex,
     }
-    headers = {"kid": credential.key_id} if credential.key_id else None
-    key, algorithm = credential.private_key.reveal(), credential.algorithm
-    try:
-        return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
-    except (jwt.PyJWTError, ValueError, TypeError):
-        raise RefreshFailed(
-            f"cannot sign the assertion: the private key does not load for {algorithm}",
-            permanent=True,
-            error_code="invalid_key",
-        ) from None
+    return _signed(claims, credential.private_key.reveal(), credential.algorithm, credential.key_id)
 
 
 def parse_token_response(
@@ -214,22 +295,26 @@ def parse_token_response(
     *,
     now: datetime,
     max_body: int = MAX_BODY,
+    quirks: ResponseQuirks = STANDARD,
 ) -> TokenGrant:
     """The grant in a token endpoint's response, or the ``RefreshFailed`` it amounts to.
 
-    Permanent: any 4xx except 408 and 429 (re-sending the same request cannot help),
-    unless its error code is ``server_error`` or ``temporarily_unavailable``. Transient:
-    everything else that is not a usable 200, including bodies that are not a JSON
-    object, larger than ``max_body``, or a 200 carrying an ``error``. 429 and 503 carry
-    ``retry_after`` from a valid ``Retry-After`` (seconds, clamped to [0, 86400]).
-    Messages name the status and the error code only, never the body.
+    The error code decides first, whatever the status: ``invalid_grant``,
+    ``invalid_client``, ``unauthorized_client`` and the profile's ``permanent_errors``
+    are permanent (a 200 carrying one too); ``server_error`` and
+    ``temporarily_unavailable`` are transient. Otherwise permanent: any 4xx except 408 and
+    429 (re-sending the same request cannot help). Transient: everything else that is not
+    a usable 200, including bodies that are not a JSON object, larger than ``max_body``,
+    or a 200 carrying another ``error`` (or, with ``quirks.ok_field``, ``"ok": false``).
+    429 and 503 carry ``retry_after`` from a valid ``Retry-After`` (seconds, clamped to
+    [0, 86400]). Messages name the status and the error code only, never the body.
     """
     if len(body) > max_body:
         raise _too_large(status)
     payload = _json_object(body)
     if status == 200:
-        return _grant_from(payload)
-    raise _error_response(status, headers, payload, now)
+        return _grant_from(payload, quirks)
+    raise _error_response(status, headers, payload, now, quirks)
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
@@ -240,15 +325,19 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-def _grant_from(payload: dict[str, Any] | None) -> TokenGrant:
+def _grant_from(payload: dict[str, Any] | None, quirks: ResponseQuirks) -> TokenGrant:
     """The whole 200 checked before anything is used: a token, a refresh token and a scope
     credman can store and send (length, no control characters), and a known ``token_type``.
 
-    A refused answer is a transient ``invalid_response`` that still carries a valid rotated
-    refresh token, since the provider has spent the old one.
+    An ``error`` member (or, with ``quirks.ok_field``, ``"ok": false``) is a failure whose
+    code decides permanence. A refused answer is a transient ``invalid_response`` that still
+    carries a valid rotated refresh token, since the provider has spent the old one.
     """
-    if payload is None or payload.get("error") is not None:
-        raise _failure(200, _error_code(payload, "invalid_response"), permanent=False)
+    failed = payload is None or payload.get("error") is not None
+    if failed or (quirks.ok_field and payload is not None and payload.get("ok") is False):
+        code = _error_code(payload, "invalid_response")
+        raise _failure(200, code, permanent=_permanent_code(code, quirks) is True)
+    assert payload is not None  # for mypy: a None payload failed above
     refresh_token = _token(payload.get("refresh_token"))
     rotated = None if refresh_token is None else Secret(refresh_token)
     access_token = _token(payload.get("access_token"))
@@ -262,9 +351,10 @@ def _grant_from(payload: dict[str, Any] | None) -> TokenGrant:
     return TokenGrant(
         access_token=Secret(access_token),
         refresh_token=rotated,
-        expires_in=_expires_in(payload.get("expires_in")),
+        expires_in=_expires_in(payload.get("expires_in"), quirks.expires_in_unit),
         token_type=token_type,
         scope=None if scope is None else str(scope),
+        metadata=_kept_fields(payload, quirks.keep_fields),
     )
 
 
@@ -296,37 +386,63 @@ def _token_type(value: object) -> str | None:
     return _TOKEN_TYPES.get(value.strip().lower()) if isinstance(value, str) else None
 
 
+def _kept_fields(payload: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """The named non-secret fields that are short plain strings."""
+    values = {name: payload.get(name) for name in names}
+    return {
+        name: value
+        for name, value in values.items()
+        if isinstance(value, str) and 0 < len(value) <= 2048 and value.isprintable()
+    }
+
+
+def _permanent_code(code: str, quirks: ResponseQuirks) -> bool | None:
+    """What an error code alone says: True permanent, False transient, None undecided."""
+    if code in PERMANENT_ERRORS or code in quirks.permanent_errors:
+        return True
+    if code in RETRYABLE_ERRORS:
+        return False
+    return None
+
+
 def _text(value: object) -> str | None:
     """``value`` when it is a string with something in it, else None."""
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _expires_in(value: object) -> int | None:
+def _expires_in(value: object, unit: float = 1.0) -> int | None:
     """Whole seconds until expiry, or None when missing or unusable.
 
+    Numbers may come as strings, and in ``unit`` seconds each (0.001: milliseconds).
     Zero, negative, non-numeric and absurd (more than ten years) lifetimes are all
     treated as missing rather than refused: the access token itself is fine, and the
     caller's default lifetime then schedules the next check, so it is never forgotten.
     """
-    seconds = _whole_seconds(value)
+    seconds = _whole_seconds(value, unit)
     return seconds if seconds is not None and 0 < seconds <= MAX_EXPIRES_IN else None
 
 
-def _whole_seconds(value: object) -> int | None:
+def _whole_seconds(value: object, unit: float) -> int | None:
     if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         value = float(value)
-    if isinstance(value, float):
-        return math.floor(value) if math.isfinite(value) else None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return value if unit == 1.0 else math.floor(value * unit)
+    if isinstance(value, float) and math.isfinite(value):
+        return math.floor(value * unit)
     return None
 
 
 def _error_response(
-    status: int, headers: Mapping[str, str], payload: dict[str, Any] | None, now: datetime
+    status: int,
+    headers: Mapping[str, str],
+    payload: dict[str, Any] | None,
+    now: datetime,
+    quirks: ResponseQuirks,
 ) -> RefreshFailed:
     code = _error_code(payload, f"http_{status}")
-    permanent = 400 <= status < 500 and status not in (408, 429) and code not in RETRYABLE_ERRORS
+    verdict = _permanent_code(code, quirks)
+    by_status = 400 <= status < 500 and status not in (408, 429)
+    permanent = by_status if verdict is None else verdict
     if permanent or status not in (429, 503):
         return _failure(status, code, permanent=permanent)
     retry_after = _retry_after(_header(headers, "Retry-After"), now)
@@ -399,14 +515,31 @@ def request_token(
     timeout: float = 10.0,
     max_body: int = MAX_BODY,
 ) -> TokenGrant:
-    """Build, send and parse one token request; every failure is a ``RefreshFailed``.
+    """Build, send and parse the request that renews ``credential``; failures are
+    ``RefreshFailed``. The credential's profile decides how its response is read."""
+    request = build_token_request(credential, now=now)
+    quirks = quirks_for(credential) if isinstance(credential, OAuth2) else STANDARD
+    return send_token_request(
+        client, request, now=now, timeout=timeout, max_body=max_body, quirks=quirks
+    )
+
+
+def send_token_request(
+    client: httpx.Client,
+    request: TokenRequest,
+    *,
+    now: datetime,
+    timeout: float = 10.0,
+    max_body: int = MAX_BODY,
+    quirks: ResponseQuirks = STANDARD,
+) -> TokenGrant:
+    """Send one token request and parse the answer; every failure is a ``RefreshFailed``.
 
     The client's own auth and redirects are not used for this request, and at most
     ``max_body`` bytes (plus one, to notice more) of the response are read. ``timeout``
     bounds the whole exchange, connect to last byte (:class:`credman.deadline.Deadline`),
     not each read.
     """
-    request = build_token_request(credential, now=now)
     deadline = Deadline(timeout)
     try:
         with (
@@ -422,7 +555,7 @@ def request_token(
     except httpx.RequestError as exc:
         failure = _transport_failure(exc, deadline)
     else:
-        return body.parse(now)
+        return body.parse(now, quirks)
     raise failure  # outside the except block: the httpx error (URL, request) is not chained
 
 
@@ -437,6 +570,7 @@ async def arequest_token(
     """The async twin of :func:`request_token`."""
     request = build_token_request(credential, now=now)
     deadline = Deadline(timeout)
+    quirks = quirks_for(credential) if isinstance(credential, OAuth2) else STANDARD
     try:
         with own_requests(), deadline:
             options = _send_options(request, deadline) | {"extensions": {"trace": deadline.atrace}}
@@ -454,7 +588,7 @@ async def arequest_token(
     except httpx.RequestError as exc:
         failure = _transport_failure(exc, deadline)
     else:
-        return body.parse(now)
+        return body.parse(now, quirks)
     raise failure  # outside the except block: the httpx error (URL, request) is not chained
 
 
@@ -485,11 +619,11 @@ class _BodyBuffer:
         self._body += chunk[: self._limit + 1 - len(self._body)]
         return len(self._body) > self._limit
 
-    def parse(self, now: datetime) -> TokenGrant:
+    def parse(self, now: datetime, quirks: ResponseQuirks) -> TokenGrant:
         """The grant or failure the body amounts to."""
         body = bytes(self._body)
         return parse_token_response(
-            self._status, self._headers, body, now=now, max_body=self._limit
+            self._status, self._headers, body, now=now, max_body=self._limit, quirks=quirks
         )
 
 
