@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from credman.cli.context import open_manager, options
 from credman.cli.output import out
@@ -47,7 +48,11 @@ def probe_of(url: str | None, expect: str) -> Probe | None:
         raise CredentialValidationError(
             "probe-expect: comma-separated HTTP status codes, e.g. 200,204", fields=("probe",)
         )
-    return Probe(url=url, expect=tuple(int(code) for code in codes))
+    try:
+        return Probe(url=url, expect=tuple(int(code) for code in codes))
+    except ValidationError:  # the URL; the message never echoes the input
+        message = "probe-url: an http(s) URL with a host, e.g. https://api.example/me"
+        raise CredentialValidationError(message, fields=("probe",)) from None
 
 
 def _store(ctx: typer.Context, credential_id: str, build: Callable[[], Credential]) -> None:

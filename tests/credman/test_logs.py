@@ -241,7 +241,7 @@ def test_records_below_the_level_are_not_written() -> None:
         logger.info("signal")
     finally:
         logger.remove(handler_id)
-    assert ["signal"] == [line.split(" - ", 1)[1].strip() for line in written]
+    assert ["signal"] == [line.rsplit(" | ", 1)[1].strip() for line in written]
 
 
 def test_a_second_call_replaces_the_first_sink() -> None:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from credman import JWTBearer, OAuth2, RefreshFailed
+from credman import CredentialValidationError, JWTBearer, OAuth2, RefreshFailed
 from credman.oauth import (
     JWT_BEARER_GRANT,
     TokenGrant,
@@ -223,16 +223,12 @@ def test_jwt_bearer_with_hs256_and_scope() -> None:
     assert "read" == request.form["scope"]
 
 
-def test_jwt_bearer_with_unloadable_key_fails_permanently() -> None:
-    """A private key that does not load is a permanent failure that does not chain the cause."""
-    credential = jwt_bearer("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-    with pytest.raises(RefreshFailed) as caught:
-        build_token_request(credential, now=NOW)
-    assert (True, "invalid_key", None) == (
-        caught.value.permanent,
-        caught.value.error_code,
-        caught.value.__cause__,
-    )
+def test_jwt_bearer_with_unloadable_key_is_refused_when_built() -> None:
+    """A private key that does not load is refused at construction, naming the field only."""
+    pem = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(CredentialValidationError) as caught:
+        jwt_bearer(pem)
+    assert ("private_key" in str(caught.value), "AAAA" in str(caught.value)) == (True, False)
 
 
 @pytest.mark.parametrize("client_auth", ["client_secret_post", "client_secret_basic"])
