@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from apscheduler.events import EVENT_JOB_EXECUTED
 from freezegun import freeze_time
 
 from credman import BearerToken, CredentialManager, OAuth2, State
@@ -71,8 +70,9 @@ def test_apscheduler_fires_the_transition_when_the_clock_moves(
     ran = threading.Event()
     with freeze_time(START) as frozen:
         manager.store("b", BearerToken(token="t", expires_in=60), principal="admin")
-        scheduler = CredentialScheduler(manager, interval=3600)
-        scheduler._scheduler.add_listener(lambda event: ran.set(), EVENT_JOB_EXECUTED)
+        scheduler = CredentialScheduler(
+            manager, interval=3600, on_report=lambda report: ran.set() if report.due else None
+        )
         scheduler.start()
         try:
             frozen.tick(timedelta(seconds=61))

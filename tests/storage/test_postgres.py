@@ -44,7 +44,7 @@ WORKER = textwrap.dedent(
 def _bulk_store(manager: CredentialManager, server: TokenServer) -> list[str]:
     """Insert COUNT due OAuth credentials in one transaction (sealed per id, as store does)."""
     grants, rows, history = [], [], []
-    keyring = manager._keyring
+    keyring = manager.keys.keyring
     now = datetime.now(UTC)
     for number in range(COUNT):
         token = server.grant(CLIENT)
