@@ -26,6 +26,7 @@ from loguru import logger
 from credman.cli.context import open_manager, operator_principal, options
 from credman.cli.output import ago, when
 from credman.config import Settings
+from credman.errors import CredentialError
 from credman.logs import configure_logging
 from credman.manager import CredentialManager
 
@@ -129,8 +130,13 @@ def _serve_http(
     stop: threading.Event,
 ) -> int:
     """The HTTP service: settings from the file, CREDMAN_* and the flags; one-line errors."""
-    from credman.server import load_settings
-    from credman.server import serve as run_service
+    try:
+        from credman.server import load_settings
+        from credman.server import serve as run_service
+    except ImportError:
+        raise CredentialError(
+            "the HTTP service needs the 'server' extra: pip install 'credman[server]'"
+        ) from None
 
     settings = load_settings(config, **flags)
     given = options(ctx)

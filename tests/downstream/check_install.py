@@ -18,6 +18,7 @@ from credman.crypto import KeyFileProvider
 NOT_IMPORTABLE = (
     "credman.__main__",  # importing it runs the command line
     "credman.storage.migrations",  # alembic's env.py runs only under alembic
+    "credman.server",  # the HTTP service: the 'server' extra (FastAPI, uvicorn)
 )
 
 
