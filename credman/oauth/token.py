@@ -335,7 +335,7 @@ def _grant_from(payload: dict[str, Any] | None, quirks: ResponseQuirks) -> Token
     """
     failed = payload is None or payload.get("error") is not None
     if failed or (quirks.ok_field and payload is not None and payload.get("ok") is False):
-        code = _error_code(payload, "invalid_response")
+        code = _error_code(payload, "invalid_response", quirks)
         raise _failure(200, code, permanent=_permanent_code(code, quirks) is True)
     assert payload is not None  # for mypy: a None payload failed above
     refresh_token = _token(payload.get("refresh_token"))
@@ -439,7 +439,7 @@ def _error_response(
     now: datetime,
     quirks: ResponseQuirks,
 ) -> RefreshFailed:
-    code = _error_code(payload, f"http_{status}")
+    code = _error_code(payload, f"http_{status}", quirks)
     verdict = _permanent_code(code, quirks)
     by_status = 400 <= status < 500 and status not in (408, 429)
     permanent = by_status if verdict is None else verdict
@@ -449,13 +449,19 @@ def _error_response(
     return _failure(status, code, permanent=False, retry_after=retry_after)
 
 
-def _error_code(payload: dict[str, Any] | None, fallback: str) -> str:
-    """The provider's ``error`` when it is a known code (:data:`KNOWN_ERRORS`), so it is safe
-    to store and log; anything else is ``invalid_response``."""
+def _error_code(
+    payload: dict[str, Any] | None, fallback: str, quirks: ResponseQuirks = STANDARD
+) -> str:
+    """The provider's ``error`` when it is a known code (:data:`KNOWN_ERRORS`, or one the
+    profile names in ``permanent_errors``), so it is safe to store and log; anything else
+    is ``invalid_response``."""
     error = None if payload is None else payload.get("error")
     if error is None:
         return fallback
-    return error if isinstance(error, str) and error in KNOWN_ERRORS else "invalid_response"
+    if not isinstance(error, str):
+        return "invalid_response"
+    known = error in KNOWN_ERRORS or error in quirks.permanent_errors
+    return error if known else "invalid_response"
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
