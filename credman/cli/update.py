@@ -51,7 +51,10 @@ def update(
     with open_manager(ctx) as manager:
         current = manager.get(credential_id, principal=principal)
         kind = type(current)
-        data: dict[str, Any] = current.model_dump(exclude_none=True)
+        # the stored values, secrets included: the new version keeps every field not named
+        data: dict[str, Any] = current.model_dump(
+            exclude_none=True, context={"reveal_secrets": True}
+        )
         secrets = set(kind.secret_fields)
         changes = _public_changes(set_fields or [], secrets, kind.model_fields)
         for name in unset_fields or []:

@@ -197,7 +197,10 @@ def secret(
     """Every field of the credential, secrets included (export, migration); never cached."""
     credential = manager.get(credential_id, principal=principal)
     response.headers.update(NO_STORE)
-    return {"type": credential.kind, **credential.model_dump(mode="json", exclude_none=True)}
+    fields = credential.model_dump(
+        mode="json", exclude_none=True, context={"reveal_secrets": True}
+    )  # this route exists to carry the secrets (read permission); dumps mask them otherwise
+    return {"type": credential.kind, **fields}
 
 
 @router.get("/credentials/{credential_id:path}", summary="Credential information")

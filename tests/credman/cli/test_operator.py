@@ -153,6 +153,13 @@ def test_update_changes_named_fields_and_keeps_the_rest(cli: Cli) -> None:
     assert 2 == json.loads(cli.ok("status", "stripe", "--json"))["version"]
 
 
+def test_update_of_a_public_field_keeps_the_stored_secret(cli: Cli) -> None:
+    """`update --set header=...` keeps the key itself, not its masked dump."""
+    cli.ok("add", "api-key", "stripe", "--api-key-env", "K", K="sk_kept")
+    cli.ok("update", "stripe", "--set", "header=X-Api-Key")
+    assert "X-Api-Key: sk_kept\n" == cli.ok("header", "stripe")
+
+
 def test_purge_frees_a_revoked_id(cli: Cli) -> None:
     """`purge` refuses a live credential; after `revoke`, `purge` lets `add` reuse the id."""
     cli.ok("add", "bearer", "t", "--token-env", "T", T="old")

@@ -357,8 +357,12 @@ def test_the_401_path_refreshes_once_per_rejected_version(
     server: TokenServer,
     oauth_credential: Callable[..., OAuth2],
 ) -> None:
-    """rejected_version refreshes once; a second report of the same version does not."""
-    mgr.store("github-o", oauth_credential(server, expires_in=3600), principal=ADMIN)
+    """rejected_version refreshes once; a second report of the same version does not.
+
+    The stored material comes from an operator (a refresh moments ago would be protected by
+    the forced-refresh interval)."""
+    credential = oauth_credential(server, access_token="stored-at", expires_in=3600)
+    mgr.store("github-o", credential, principal=ADMIN)
     first = service.call("POST", "/v1/credentials/github-o/access", worker).json()
     url = "/v1/credentials/github-o/access"
     body = {"rejected_version": first["version"]}
