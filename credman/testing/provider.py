@@ -39,6 +39,11 @@ answers before anything is looked at, so it never spends a refresh token:
     huge                 200 with ``huge_bytes`` of valid JSON, no Content-Length
     no_access_token      200 JSON without access_token
     invalid_grant        400 invalid_grant (the grant itself is left alone)
+    drip                 a 200 whose body arrives one byte every ``drip_seconds``
+
+The quirk modes ``huge_access_token`` (20,000 characters) and ``crlf_token_type``
+(``Bearer\r\nX-Injected: 1``) are real, rotating refreshes whose answer a client must
+refuse: the old refresh token is spent, the new one is in the refused answer.
 
 Providers' own quirks, for profile tests (they do not spend the refresh token):
 
@@ -109,6 +114,9 @@ FAULT_MODES: Final = frozenset(
         "error_body_200",
         "huge",
         "no_access_token",
+        "drip",
+        "huge_access_token",
+        "crlf_token_type",
         "negative_expires_in",
         "no_expires_in",
         "invalid_grant",
@@ -147,7 +155,7 @@ class _Reply:
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
-    then: Literal["send", "stream", "reset"] = "send"
+    then: Literal["send", "stream", "reset", "drip"] = "send"
 
 
 @dataclass
@@ -311,6 +319,7 @@ class TokenServer:
         port: int = 0,
         slow_seconds: float = 5.0,
         huge_bytes: int = 8 * 1024 * 1024,
+        drip_seconds: float = 0.5,
     ) -> None:
         if access_token_lifetime <= 0:
             raise ValueError("access_token_lifetime must be positive")
@@ -324,6 +333,7 @@ class TokenServer:
         self.device_code_lifetime = device_code_lifetime
         self.slow_seconds = slow_seconds
         self.huge_bytes = huge_bytes
+        self.drip_seconds = drip_seconds
         self._clients = dict(clients or {})
         self._public_clients = frozenset(public_clients)
         self._jwt_clients = dict(jwt_clients or {})
@@ -641,6 +651,8 @@ class TokenServer:
         if mode == "slow":
             self._stopping.wait(self.slow_seconds)  # stop() cuts the stall short
             return _oauth_error(504, "temporarily_unavailable")
+        if mode == "drip":
+            return _Reply(200, b'{"error": "server_error", "padding": "........"}', then="drip")
         if mode == "huge":
             headers = {"Content-Type": "application/json"}
             return _Reply(200, _huge_body(self.huge_bytes), headers, then="stream")
@@ -1216,10 +1228,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
-        if reply.then == "send":
+        if reply.then in ("send", "drip"):
             self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
+        if reply.then == "drip":
+            self._drip(reply.body)
+            return
         self._write(reply.body)
+
+    def _drip(self, body: bytes) -> None:
+        stopping, pause = self.server.token_server._stopping, self.server.token_server.drip_seconds
+        try:
+            for index in range(len(body)):
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+                if stopping.wait(pause):
+                    break
+        except OSError:
+            pass
+        self.close_connection = True
 
     def _write(self, body: bytes) -> None:
         # In chunks, so a client that stops reading a huge body ends the write early.

@@ -176,14 +176,16 @@ def test_transient_fault_with_an_expired_token_expires_until_the_retry(
     via: str,
     oauth: Callable[..., OAuth2],
 ) -> None:
-    """A transient fault with no valid token: EXPIRED with a retry time, a transient error."""
+    """A transient fault with no valid token: EXPIRED with a retry time, a transient error,
+    and an ``expired`` event when the credential stops working."""
     raised, info = _faulted(manager, server, oauth, mode, via, PAST_EXPIRY)
     if via == "get":
         assert isinstance(raised, RefreshFailed)
         assert False is raised.permanent
     assert (State.EXPIRED, 1) == (info.state, info.attempts)
     assert info.next_due_at > PAST_EXPIRY
-    assert [EventKind.REFRESH_FAILED] == [event.kind for event in events]
+    kinds = [event.kind for event in events]
+    assert [EventKind.REFRESH_FAILED, EventKind.EXPIRED] == kinds
     assert [] == server.revoked_grants
 
 
