@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from credman._operation import Operations
 from credman.access import EVERY_CREDENTIAL, Actor, check_principal
 from credman.audit import ARCHIVE_ACTION, ArchiveReport, AuditEvent, AuditReport
-from credman.errors import StorageError
+from credman.errors import CredentialValidationError, StorageError
 from credman.lifecycle import Permission
 from credman.validation import check_credential_id, check_limit
 
@@ -61,7 +61,11 @@ class AuditTrail:
 
     def verify_archive(self, path: str | os.PathLike[str]) -> AuditReport:
         """Recompute the chain inside an archive file."""
-        return self._operations.audit_log.verify_archive(Path(path))
+        try:
+            return self._operations.audit_log.verify_archive(Path(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            message = f"path: cannot read the archive ({type(exc).__name__})"
+            raise CredentialValidationError(message, fields=("path",)) from None
 
     def head(self) -> tuple[int, str]:
         """The chain's last sequence number and hash, for anchoring elsewhere."""
