@@ -170,7 +170,9 @@ class LifecycleModel(RuleBasedStateMachine):
             model.state, model.next_due_at = State.EXPIRED, None
             return "permanent"
         if mode in SUCCESS:
-            lifetime = SERVER_LIFETIME if mode == "ok" else None
+            # credman counts a refreshed token's life from the request, less 1 s for the
+            # provider's whole-second truncation
+            lifetime = SERVER_LIFETIME - 1 if mode == "ok" else None
             model.__dict__.update(_material("oauth", lifetime, now), has_token=True, attempts=0)
             if lifetime is None:
                 model.next_due_at = now + POLICY.default_lifetime
