@@ -16,6 +16,7 @@ from credman.errors import (
     CredentialUnusable,
     CredentialValidationError,
     DecryptionError,
+    IntegrityError,
     InvalidTransition,
     KeyringError,
     NotFound,
@@ -23,8 +24,10 @@ from credman.errors import (
     StorageError,
     TooManyAttempts,
     Unauthenticated,
+    WrongKeyFile,
 )
 from credman.httpx_auth import AccessAuth
+from credman.integrity import IntegrityReport
 from credman.keys import KeyStatus, KeyVersionStatus, RewrapProgress, RewrapReport, RotationReport
 from credman.lifecycle import (
     ApiKey,
@@ -73,6 +76,8 @@ __all__ = [
     "EventKind",
     "Grant",
     "Hook",
+    "IntegrityError",
+    "IntegrityReport",
     "InvalidTransition",
     "JWTBearer",
     "KeyProvider",
@@ -100,6 +105,7 @@ __all__ = [
     "Transition",
     "Unauthenticated",
     "WebhookNotifier",
+    "WrongKeyFile",
 ]
 
 logger.disable("credman")  # a library stays quiet unless the application enables it

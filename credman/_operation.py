@@ -21,7 +21,8 @@ from loguru import logger
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from credman.access import AccessPolicy, Actor, SystemPrincipal, check_principal
+from credman._integrity import RecordSeals
+from credman.access import AccessPolicy, Actor, RejectedGrant, SystemPrincipal, check_principal
 from credman.audit import AuditLog
 from credman.clock import Clock
 from credman.errors import AccessDenied, CredentialError, CredentialValidationError, StorageError
@@ -55,6 +56,7 @@ class Operations:
         self.audit_log = audit
         self.policy = policy
         self.clock = clock
+        self.seals: RecordSeals = policy.seals
 
     def __repr__(self) -> str:
         return f"Operations({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -75,10 +77,12 @@ class Operations:
             check_principal(principal)
         transaction = write if writes else read
         started = time.monotonic()
+        self.policy.take_rejected()  # only this operation's findings are reported below
         try:
             with transaction(self.engine) as connection:
                 yield connection
         except CredentialError as exc:
+            self._report_rejected(action, principal)
             self.record_refusal(action, principal, credential_id, exc)
             raise
         except SQLAlchemyError as exc:
@@ -86,6 +90,38 @@ class Operations:
             message = f"{action} failed: {describe_failure(exc, self.engine, waited=waited)}"
             logger.error("{}", message)
             raise StorageError(message, credential_id=credential_id) from None
+        self._report_rejected(action, principal)
+
+    def _report_rejected(self, action: str, principal: Actor) -> None:
+        """Log and audit the grant rows that failed their MAC (after the transaction)."""
+        rejected = self.policy.take_rejected()
+        for grant in dict.fromkeys(rejected):
+            self._report_grant(action, principal, grant)
+
+    def _report_grant(self, action: str, principal: Actor, grant: RejectedGrant) -> None:
+        logger.error(
+            "grant row ({!r}, {!r}) fails its MAC (written without the key): it grants nothing",
+            grant.principal[:128],
+            grant.pattern[:128],
+        )
+        try:
+            with write(self.engine) as connection:
+                self.audit_log.append(
+                    connection,
+                    at=self.now(),
+                    principal=str(principal),
+                    action="grant_rejected",
+                    credential_id=None,
+                    outcome="failed",
+                    detail={
+                        "grantee": grant.principal[:128],
+                        "pattern": grant.pattern[:128],
+                        "during": action,
+                        "error": "IntegrityError",
+                    },
+                )
+        except (SQLAlchemyError, CredentialError) as audit_exc:
+            logger.error("could not audit a rejected grant: {}", type(audit_exc).__name__)
 
     def record_refusal(
         self, action: str, principal: Actor, credential_id: str | None, exc: CredentialError
@@ -132,6 +168,40 @@ class Operations:
             raise AccessDenied(str(principal), Permission.ADMIN.value)
         return Act(connection, principal, frozenset(Permission), self.now())
 
+    def load(
+        self,
+        connection: Connection,
+        credential_id: str,
+        *,
+        for_update: bool = False,
+        skip_locked: bool = False,
+    ) -> CredentialRecord:
+        """The credential's row, checked: IntegrityError when it fails its MAC or is older
+        than its history (NotFound when there is none)."""
+        found = repository.load_credential_checked(
+            connection, credential_id, for_update=for_update, skip_locked=skip_locked
+        )
+        assert found is not None
+        return self.seals.check_credential(*found)
+
+    def load_if_any(
+        self,
+        connection: Connection,
+        credential_id: str,
+        *,
+        for_update: bool = False,
+        skip_locked: bool = False,
+    ) -> CredentialRecord | None:
+        """Like :meth:`load`; None when there is no row (or, with ``skip_locked``, it is busy)."""
+        found = repository.load_credential_checked(
+            connection,
+            credential_id,
+            for_update=for_update,
+            skip_locked=skip_locked,
+            missing_ok=True,
+        )
+        return None if found is None else self.seals.check_credential(*found)
+
     def new_record(
         self, act: Act, credential_id: str, values: Mapping[str, Any]
     ) -> CredentialRecord:
@@ -141,6 +211,7 @@ class Operations:
             "probe_status": None,
             "probe_ok": None,
             "probe_due_at": None,
+            "record_mac": None,
             **values,
             "id": credential_id,
             "state": State.CREATED.value,
@@ -184,10 +255,10 @@ class Operations:
             version=version,
         )
         changes = {**(values or {}), "state": state, "updated_at": act.now}
+        row = {**record.columns(), **changes, "version": version}
+        changes["record_mac"] = self.seals.credential_mac(row)
         if record.version == 0:  # not yet inserted: CREATED exists only inside this transaction
-            repository.insert_credential(
-                act.connection, {**record.columns(), **changes, "version": 1}
-            )
+            repository.insert_credential(act.connection, {**row, **changes})
             return version
         return repository.update_credential(act.connection, record.id, record.version, changes)
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection
 
+from credman._integrity import RecordSeals
 from credman.errors import CredentialValidationError
 from credman.lifecycle import Permission
 from credman.storage import GrantRecord
@@ -42,6 +44,7 @@ __all__ = [
     "AccessPolicy",
     "Actor",
     "Grant",
+    "RejectedGrant",
     "SystemPrincipal",
     "check_pattern",
     "check_principal",
@@ -123,11 +126,26 @@ def parse_permissions(values: Iterable[str | Permission]) -> frozenset[Permissio
     return frozenset(found)
 
 
-class AccessPolicy:
-    """Decides and records who may do what; reads grants inside the caller's transaction."""
+@dataclass(frozen=True, slots=True)
+class RejectedGrant:
+    """A grant row that failed its MAC: forged or altered without the key; it grants nothing."""
 
-    def __init__(self, admins: Iterable[str]) -> None:
+    principal: str
+    pattern: str
+
+
+class AccessPolicy:
+    """Decides and records who may do what; reads grants inside the caller's transaction.
+
+    Every grant row read is checked against its MAC; a row that fails grants nothing and is
+    kept (per thread) for :meth:`take_rejected`, so the operation reports it after its
+    transaction (no I/O while one is open).
+    """
+
+    def __init__(self, admins: Iterable[str], *, seals: RecordSeals) -> None:
         self.admins = frozenset(admins)
+        self.seals = seals
+        self._rejected = threading.local()
 
     def __repr__(self) -> str:
         return f"AccessPolicy(admins={sorted(self.admins)})"
@@ -141,7 +159,9 @@ class AccessPolicy:
         if principal in self.admins:
             return frozenset(Permission)
         held: set[Permission] = set()
-        for row in grant_rows.covering_candidates(connection, principal, credential_id):
+        for row in self._authentic(
+            grant_rows.covering_candidates(connection, principal, credential_id)
+        ):
             grant = _grant(row)
             if pattern_covers(grant.pattern, credential_id):
                 held |= _expand(grant.permissions)
@@ -159,8 +179,26 @@ class AccessPolicy:
         )
 
     def grants(self, connection: Connection, principal: str | None = None) -> list[Grant]:
-        """Every grant, or those of one principal."""
-        return [_grant(row) for row in grant_rows.list_grants(connection, principal)]
+        """Every authentic grant, or those of one principal."""
+        rows = grant_rows.list_grants(connection, principal)
+        return [_grant(row) for row in self._authentic(rows)]
+
+    def take_rejected(self) -> list[RejectedGrant]:
+        """The grant rows this thread found failing their MAC since the last call."""
+        rejected: list[RejectedGrant] = getattr(self._rejected, "rows", [])
+        self._rejected.rows = []
+        return rejected
+
+    def _authentic(self, rows: Iterable[GrantRecord]) -> list[GrantRecord]:
+        found = []
+        for row in rows:
+            if self.seals.grant_authentic(row):
+                found.append(row)
+            else:
+                if not hasattr(self._rejected, "rows"):
+                    self._rejected.rows = []
+                self._rejected.rows.append(RejectedGrant(row.principal, row.pattern))
+        return found
 
     def add(
         self,
@@ -174,6 +212,18 @@ class AccessPolicy:
     ) -> Grant:
         """Add permissions to the (principal, pattern) grant, creating it if needed."""
         existing = grant_rows.find_grant(connection, principal, pattern)
+        if existing is not None and self._authentic([existing]):
+            permissions |= _decode(existing.permissions)
+            at, by = existing.created_at, existing.created_by
+        # a forged row on the same (principal, pattern) is replaced by what is granted now
+        columns: dict[str, str | datetime] = {
+            "principal": principal,
+            "pattern": pattern,
+            "permissions": _encode(permissions),
+            "created_at": at,
+            "created_by": by,
+        }
+        mac = self.seals.grant_mac(columns)
         if existing is None:
             grant_rows.insert_grant(
                 connection,
@@ -182,18 +232,19 @@ class AccessPolicy:
                 permissions=_encode(permissions),
                 created_at=at,
                 created_by=by,
+                record_mac=mac,
             )
-            return Grant(principal, pattern, permissions, at, by)
-        merged = permissions | _decode(existing.permissions)
-        grant_rows.set_permissions(connection, existing.id, _encode(merged))
-        return Grant(principal, pattern, merged, existing.created_at, existing.created_by)
+        else:
+            grant_rows.set_permissions(connection, existing.id, {**columns, "record_mac": mac})
+        return Grant(principal, pattern, permissions, at, by)
 
     def remove(self, connection: Connection, principal: str, pattern: str) -> bool:
         """Delete the (principal, pattern) grant; whether there was one."""
         return grant_rows.delete_grant(connection, principal, pattern)
 
     def _rows(self, connection: Connection, principal: str) -> list[Grant]:
-        return [_grant(row) for row in grant_rows.grants_of(connection, principal)]
+        rows = grant_rows.grants_of(connection, principal)
+        return [_grant(row) for row in self._authentic(rows)]
 
 
 def pattern_covers(pattern: str, credential_id: str) -> bool:

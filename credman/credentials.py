@@ -136,15 +136,15 @@ class Credentials:
                 "last_error": None,
                 "probe_due_at": act.now if credential.probe else None,
             }
-            record = repository.load_credential(
-                connection, credential_id, for_update=True, missing_ok=True
-            )
+            record = ops.load_if_any(connection, credential_id, for_update=True)
             if record is not None and create_only:
                 raise _exists(credential_id, record.state)
             pending = isinstance(credential, OAuth2) and credential.awaiting_connect
             if record is None and pending:  # registered for connect: CREATED until authorised
                 record = self._create(act, credential_id, values, reason)
-                repository.insert_credential(connection, {**record.columns(), "version": 1})
+                row = {**record.columns(), "version": 1}
+                row["record_mac"] = ops.seals.credential_mac(row)
+                repository.insert_credential(connection, row)
                 version = 1
             elif record is None:
                 record = self._create(act, credential_id, values, reason)
@@ -160,7 +160,7 @@ class Credentials:
                 version = ops.change(act, record, "update", values, reason=reason)
             action = "create" if version == 1 else "update"
             ops.audit(act, action, credential_id, type=credential.kind, version=version)
-            info = info_of(repository.load_credential(connection, credential_id))
+            info = info_of(ops.load(connection, credential_id))
         logger.info("stored {} {!r} (version {})", credential.kind, credential_id, version)
         return info
 
@@ -188,10 +188,11 @@ class Credentials:
         ops = self._operations
         with ops.run("revoke", principal, credential_id) as connection:
             act = ops.act(connection, principal, credential_id, {Permission.MANAGE})
+            # not checked: revoking only destroys, so it also clears a row that fails its MAC
             record = repository.load_credential(connection, credential_id, for_update=True)
             version = ops.change(act, record, "revoke", _sealing.SHREDDED, reason=reason)
             ops.audit(act, "revoke", credential_id, version=version)
-            info = info_of(repository.load_credential(connection, credential_id))
+            info = info_of(ops.load(connection, credential_id))
         checkpoint(ops.engine)  # SQLite: no copy of the old pages stays in the WAL
         logger.info("revoked {!r}", credential_id)
         self._notifier.emit(
@@ -211,6 +212,7 @@ class Credentials:
         ops = self._operations
         with ops.run("purge", principal, credential_id) as connection:
             act = ops.act(connection, principal, credential_id, {Permission.MANAGE})
+            # not checked: purging only deletes a REVOKED row (also one that fails its MAC)
             record = repository.load_credential(connection, credential_id, for_update=True)
             if record.state != State.REVOKED:
                 raise InvalidTransition(credential_id, record.state, "purge")
@@ -227,10 +229,10 @@ class Credentials:
         ops = self._operations
         with ops.run("transition", principal, credential_id) as connection:
             act = ops.act(connection, principal, credential_id, {Permission.MANAGE})
-            record = repository.load_credential(connection, credential_id, for_update=True)
+            record = ops.load(connection, credential_id, for_update=True)
             version = ops.change(act, record, trigger, reason=reason)
             ops.audit(act, "transition", credential_id, trigger=trigger, version=version)
-            return info_of(repository.load_credential(connection, credential_id))
+            return info_of(ops.load(connection, credential_id))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -287,7 +289,7 @@ class Credentials:
         ops = self._operations
         with ops.run(action, principal, credential_id) as connection:
             act = ops.act(connection, principal, credential_id, {need})
-            record = repository.load_credential(connection, credential_id, for_update=True)
+            record = ops.load(connection, credential_id, for_update=True)
             if wants_refresh(record, act.now):
                 return None
             ensure_usable(record, act.now)
@@ -318,7 +320,7 @@ class Credentials:
         ops = self._operations
         with ops.run("info", principal, credential_id, writes=False) as connection:
             ops.act(connection, principal, credential_id, VIEW)
-            return info_of(repository.load_credential(connection, credential_id))
+            return info_of(ops.load(connection, credential_id))
 
     def history(self, credential_id: str, *, principal: Actor) -> builtins.list[Transition]:
         """Every transition of the credential, oldest first."""
@@ -337,11 +339,20 @@ class Credentials:
         wanted = check_state(state) if state is not None else None
         ops = self._operations
         with ops.run("list", principal, None, writes=False) as connection:
-            return [
-                info_of(record)
+            visible = [
+                record
                 for record in repository.iter_credentials(connection, state=wanted)
                 if ops.policy.permissions(connection, principal, record.id) & VIEW
             ]
+        found, tampered = [], []
+        for record in visible:
+            if ops.seals.credential_authentic(record):
+                found.append(info_of(record))
+            else:
+                tampered.append(record.id)
+        for credential_id in tampered:  # logged after the transaction
+            logger.error("credential {!r} fails its MAC: left out of the list", credential_id)
+        return found
 
 
 def _exists(credential_id: str, state: str) -> CredentialValidationError:

@@ -11,6 +11,9 @@
     ├── CredentialUnusable           the credential exists but cannot be used now (revoked, expired)
     ├── DecryptionError              a ciphertext did not open; deliberately says nothing more
     ├── KeyringError                 key material missing, malformed, unsafe or lacking a version
+    │   └── WrongKeyFile             the key file is not the one this database was written with
+    ├── IntegrityError               a row fails its MAC (forged, altered or rolled back without
+    │                                the key); refused, never opened
     ├── ConcurrentUpdate             another writer changed the credential first; retry
     ├── AuditError                   the audit trail could not be written or read; fail closed
     ├── StorageError                 the database failed or has a schema this version does not know
@@ -34,6 +37,7 @@ __all__ = [
     "CredentialUnusable",
     "CredentialValidationError",
     "DecryptionError",
+    "IntegrityError",
     "InvalidTransition",
     "KeyringError",
     "NotFound",
@@ -41,6 +45,7 @@ __all__ = [
     "StorageError",
     "TooManyAttempts",
     "Unauthenticated",
+    "WrongKeyFile",
 ]
 
 
@@ -164,6 +169,15 @@ class DecryptionError(CredentialError):
 
 class KeyringError(CredentialError):
     """Key material is missing, malformed, readable by others or lacks a needed version."""
+
+
+class WrongKeyFile(KeyringError):
+    """The keyring's fingerprints differ from those the database recorded: another key file."""
+
+
+class IntegrityError(CredentialError):
+    """A database row fails its MAC or is older than the audit trail says: someone without
+    the key wrote it. The row is refused and never opened."""
 
 
 class ConcurrentUpdate(CredentialError):

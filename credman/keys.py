@@ -31,6 +31,7 @@ from loguru import logger
 from sqlalchemy import Connection
 
 from credman import _sealing
+from credman._integrity import RecordSeals
 from credman._operation import Act, Operations
 from credman.access import Actor
 from credman.crypto import KeyFileProvider, KeyProvider, Keyring, WrappedKey, envelope
@@ -145,6 +146,11 @@ class KeyManager:
         """The ring as last loaded."""
         return self._keyring
 
+    @property
+    def seals(self) -> RecordSeals:
+        """The record MACs a rewrap recomputes."""
+        return self._operations.seals
+
     def reload(self) -> Keyring:
         """Re-read the keyring from its provider (e.g. after another process rotated it)."""
         with self._lock:
@@ -177,7 +183,9 @@ class KeyManager:
         return _sealing.seal(self.for_write(connection), credential_id, credential)
 
     def open(self, record: CredentialRecord) -> Credential:
-        """The credential a record holds; DecryptionError when anything does not open."""
+        """The credential a record holds; IntegrityError when the row fails its MAC (it is
+        never opened then), DecryptionError when anything does not open."""
+        self._operations.seals.check_credential(record)
         return _sealing.open_row(self._keyring, record, reload=self.reload)
 
     # -- rotation -------------------------------------------------------------------------
@@ -188,6 +196,9 @@ class KeyManager:
             act = self._operations.act_as_admin(connection, principal)
             key_rows.lock_key_changes(connection, exclusive=True)
             ring = self._update(lambda current: current.with_new_version(), keep_previous=True)
+            fingerprint = ring.key_checks()[ring.primary]
+            key_rows.delete_key_check(connection, ring.primary)  # a version number reused
+            key_rows.add_key_check(connection, ring.primary, fingerprint, act.now)
             self._operations.audit(act, "key_rotate", None, primary=ring.primary)
         self.reload()
         logger.info("added key version {} (now primary)", ring.primary)
@@ -258,6 +269,7 @@ class KeyManager:
                     "run 'credman keys rewrap' first"
                 )
             ring = self.provider.update(lambda current: current.without_version(version))
+            key_rows.delete_key_check(connection, version)
             self._operations.audit(act, "key_retire", None, version=version)
         self.reload()
         logger.info("retired key version {}", version)
@@ -272,7 +284,7 @@ class KeyManager:
             rows = key_rows.rewrap_candidates(connection, ring.primary, after, size)
             if not rows:
                 return _Batch(None, 0, ())
-            moved, unreadable = rewrap_rows(connection, ring, rows)
+            moved, unreadable = rewrap_rows(connection, ring, rows, self.seals)
             detail = {"primary": ring.primary, "rewrapped": moved, "unreadable": len(unreadable)}
             self._audit(act, "key_rewrap", **detail)
         return _Batch(rows[-1].id, moved, unreadable)
@@ -301,28 +313,36 @@ def _check_retirable(ring: Keyring, version: int) -> None:
 
 
 def rewrap_rows(
-    connection: Connection, ring: Keyring, rows: Sequence[Any]
+    connection: Connection, ring: Keyring, rows: Sequence[Any], seals: RecordSeals
 ) -> tuple[int, tuple[str, ...]]:
-    """Write the re-wrapped data keys; how many rows moved, and which did not open."""
+    """Write the re-wrapped data keys and the rows' new MACs; how many rows moved, and which
+    did not open (a row failing its MAC is one: a rewrap never vouches for a forged row)."""
     changes: list[dict[str, Any]] = []
     unreadable: list[str] = []
     for row in rows:
-        old = WrappedKey(row.key_version, row.wrapped_dek)
+        record = CredentialRecord.from_row(row)
+        old = WrappedKey(record.key_version, record.wrapped_dek)  # type: ignore[arg-type]
         try:
-            new = envelope.rewrap(ring, old, credential_id=row.id)
+            if not seals.credential_authentic(record):
+                raise DecryptionError("the row fails its MAC", credential_id=record.id)
+            new = envelope.rewrap(ring, old, credential_id=record.id)
         except (DecryptionError, KeyringError):
             logger.warning(
-                "key rewrap: data key of {!r} (version {}) did not open", row.id, old.version
+                "key rewrap: data key of {!r} (version {}) did not open or the row fails its MAC",
+                record.id,
+                old.version,
             )
-            unreadable.append(row.id)
+            unreadable.append(record.id)
             continue
+        moved = record.columns() | {"key_version": new.version, "wrapped_dek": new.blob}
         changes.append(
             {
-                "row_id": row.id,
+                "row_id": record.id,
                 "old_version": old.version,
                 "old_blob": old.blob,
                 "new_version": new.version,
                 "new_blob": new.blob,
+                "new_mac": seals.credential_mac(moved),
             }
         )
     return key_rows.replace_wrapped_keys(connection, changes), tuple(unreadable)

@@ -8,6 +8,7 @@ short delegation. No service knows the manager.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +20,7 @@ import httpx
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from credman._integrity import RecordSeals
 from credman._operation import Operations
 from credman.access import AccessPolicy, Grant
 from credman.audit import ArchiveReport, AuditEvent, AuditLog, AuditReport, audit_context
@@ -32,6 +34,7 @@ from credman.egress import EgressPolicy, EgressTransport
 from credman.errors import CredentialError, CredentialValidationError, StorageError
 from credman.grants import Grants
 from credman.httpx_auth import AccessAuth
+from credman.integrity import Integrity, IntegrityReport
 from credman.keys import (
     DEFAULT_BATCH_SIZE,
     KeyManager,
@@ -99,8 +102,17 @@ class CredentialManager:
         except BaseException:
             self.close()
             raise
-        access = AccessPolicy(settings.admins if admins is None else admins)
+        seals = RecordSeals(
+            credential_key=keyring.credential_record_key(), grant_key=keyring.grant_record_key()
+        )
+        access = AccessPolicy(settings.admins if admins is None else admins, seals=seals)
         ops = Operations(self._engine, AuditLog(keyring.audit_key()), access, self.clock)
+        self._integrity = Integrity(ops)
+        try:
+            self._integrity.prepare(keyring)  # WrongKeyFile before anything else reads a row
+        except BaseException:
+            self.close()
+            raise
         notifier = Notifier(hooks, refreshed_events=notify_refreshed)
         self.keys = KeyManager(provider, keyring, ops)
         self._refresher = Refresher(ops, self.keys, notifier, self.policy, self._http)
@@ -413,11 +425,29 @@ class CredentialManager:
     # -- audit ----------------------------------------------------------------------------
 
     def verify_audit(self, anchor: tuple[int, str] | None = None) -> AuditReport:
-        """Recompute the audit chain; the report names the first bad row.
+        """Recompute the audit chain, then check every row's MAC and every credential's
+        version against the chain; the report names the first bad row (``first_bad_seq``)
+        or, when the chain holds, the rows that fail (``extra["integrity"]``).
 
         Pass an ``anchor`` (a head exported earlier) to detect a rewrite of the newest rows.
         """
-        return self._audit.verify(anchor)
+        report = self._audit.verify(anchor)
+        if not report.ok:
+            return report
+        rows = self._integrity.verify()
+        if rows.ok:
+            return report
+        return dataclasses.replace(
+            report,
+            ok=False,
+            problem=f"{len(rows.problems)} row(s) fail the integrity check: {rows.problems[0]}",
+            extra={**report.extra, "integrity": list(rows.problems)},
+        )
+
+    def verify_integrity(self) -> IntegrityReport:
+        """Check every credential and grant row against its MAC, and every credential's
+        version against the last one the audit chain recorded (``verify_audit`` includes it)."""
+        return self._integrity.verify()
 
     def archive_audit(
         self, *, before_seq: int, path: str | os.PathLike[str], principal: str

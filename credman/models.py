@@ -9,6 +9,7 @@ from typing import Any
 
 from credman.crypto import Secret
 from credman.lifecycle import State
+from credman.lifecycle.decisions import error_code
 from credman.storage import CredentialRecord, HistoryRecord
 
 __all__ = ["Access", "CredentialInfo", "Transition", "info_of", "transition_of"]
@@ -86,7 +87,7 @@ def info_of(record: CredentialRecord) -> CredentialInfo:
         next_due_at=record.next_due_at,
         key_version=record.key_version,
         attempts=record.attempts,
-        last_error=record.last_error,
+        last_error=error_code(record.last_error),
         lease_until=record.lease_until,
         metadata=dict(record.public),
     )

@@ -9,6 +9,7 @@ a refresh in flight waits for it and uses its result instead of calling the prov
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -44,7 +45,7 @@ from credman.lifecycle.decisions import (
 )
 from credman.notify import CredentialEvent, EventKind, Notifier
 from credman.oauth import TokenGrant, next_retry_delay, request_token
-from credman.storage import CredentialRecord, repository
+from credman.storage import CredentialRecord
 
 __all__ = ["Claim", "RefreshOutcome", "Refresher", "failure_values", "jitter", "merged"]
 
@@ -251,18 +252,19 @@ class Refresher:
         ops = self._operations
         with ops.run("refresh", principal, credential_id) as connection:
             act = ops.act(connection, principal, credential_id, need, now)
-            record = repository.load_credential(
-                connection, credential_id, for_update=True, skip_locked=sweep, missing_ok=sweep
-            )
+            if sweep:
+                record = ops.load_if_any(connection, credential_id, skip_locked=True)
+            else:
+                record = ops.load(connection, credential_id, for_update=True)
             if record is None:
                 return None
             if record.state == State.REFRESHING:
-                if not lease_stale(record.lease_until, act.now):
+                if not self._lease_over(record.lease_until, act.now):
                     assert record.lease_until is not None
                     return min(record.lease_until, act.now + _POLL)
                 self._recover_lease(act, record)
                 recovered.append(credential_id)
-                record = repository.load_credential(connection, credential_id)
+                record = ops.load(connection, credential_id)
             if not self._should_refresh(record, act.now, force, if_version):
                 return None
             credential = self._keys.open(record)
@@ -275,6 +277,14 @@ class Refresher:
             ops.audit(act, "refresh_started", credential_id, version=version)
             live = record.state in (State.ACTIVE, State.UPDATED)
             return Claim(credential_id, owner, credential, record.attempts, live)
+
+    def _lease_over(self, lease_until: datetime | None, now: datetime) -> bool:
+        """Whether a refresh lease may be recovered: it ran out, or it reaches further ahead
+        than any lease this policy grants (a lease is never trusted for longer than that)."""
+        if lease_stale(lease_until, now):
+            return True
+        assert lease_until is not None
+        return lease_until - now > self._policy.lease
 
     def _should_refresh(
         self, record: CredentialRecord, now: datetime, force: bool, if_version: int | None
@@ -298,6 +308,8 @@ class Refresher:
         return needs_refresh(record, now)
 
     def _recover_lease(self, act: Act, record: CredentialRecord) -> None:
+        if record.lease_until is not None and record.lease_until > act.now:
+            record = dataclasses.replace(record, lease_until=act.now)  # over-long: ends now
         version = self._operations.change(
             act,
             record,
@@ -347,7 +359,7 @@ class Refresher:
         ops = self._operations
         with ops.run("refresh", principal, claim.credential_id) as connection:
             act = ops.act(connection, principal, claim.credential_id, need, now)
-            record = repository.load_credential(connection, claim.credential_id, for_update=True)
+            record = ops.load(connection, claim.credential_id, for_update=True)
             if record.state != State.REFRESHING or record.lease_owner != claim.owner:
                 ops.audit(act, "refresh", record.id, "failed", error="lease_lost")
                 return RefreshOutcome.LEASE_LOST, []

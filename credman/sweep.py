@@ -13,7 +13,7 @@ from loguru import logger
 
 from credman._operation import Operations
 from credman.access import SYSTEM
-from credman.errors import CredentialError, RefreshFailed, StorageError
+from credman.errors import CredentialError, IntegrityError, RefreshFailed, StorageError
 from credman.lifecycle import Permission, State
 from credman.lifecycle.decisions import is_refreshable, past_expiry
 from credman.notify import CredentialEvent, EventKind, Notifier
@@ -119,9 +119,9 @@ class Sweep:
         """One due credential: refresh, expire or recover; never raises.
 
         Anything unexpected (a malformed row: NULL JSON, an unknown type, a column that does
-        not decode) is this credential's problem only: it is logged, audited as a failed
-        ``maintain`` and counted in ``TickReport.errors`` as ``error:broken_row``, and the
-        rest of the tick goes on.
+        not decode, a row that fails its MAC) is this credential's problem only: it is
+        logged, audited as a failed ``maintain`` and counted in ``TickReport.errors`` as
+        ``error:broken_row``, and the rest of the tick goes on.
         """
         try:
             return self._maintain_one(due, now)
@@ -154,6 +154,8 @@ class Sweep:
             outcome = self._refresher.flight(due.id, SYSTEM, _USE, now=now, sweep=True)
         except RefreshFailed:
             return SweepOutcome.FAILED, None
+        except IntegrityError:
+            raise  # a row that fails its MAC is a broken row (see _maintain)
         except CredentialError as exc:
             logger.warning("sweep could not maintain {!r}: {}", due.id, type(exc).__name__)
             return SweepOutcome.ERROR, f"error:{type(exc).__name__}"
@@ -163,9 +165,7 @@ class Sweep:
         """Move a non-refreshable credential past its expiry to EXPIRED; whether it did."""
         ops = self._operations
         with ops.run("expire", SYSTEM, credential_id) as connection:
-            record = repository.load_credential(
-                connection, credential_id, for_update=True, skip_locked=True, missing_ok=True
-            )
+            record = ops.load_if_any(connection, credential_id, skip_locked=True)
             if record is None or is_refreshable(record) or record.state == State.REFRESHING:
                 return False
             live = record.state in (State.ACTIVE, State.UPDATED)

@@ -21,6 +21,8 @@ import binascii
 import contextlib
 import errno
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -52,6 +54,9 @@ _FORMAT = "credman-keyring/1"
 _AUDIT_INFO = b"credman/audit-hmac/v1"
 _PRINCIPAL_TOKEN_INFO = b"credman/principal-token-hmac/v1"
 _PRINCIPAL_RECORD_INFO = b"credman/principal-record-mac/v1"
+_CREDENTIAL_RECORD_INFO = b"credman/credential-record-mac/v1"
+_GRANT_RECORD_INFO = b"credman/grant-record-mac/v1"
+_KEY_CHECK_INFO = b"credman/key-check/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,29 @@ class Keyring:
         """The MAC key that authenticates principal rows (their own HKDF label)."""
         return self._derive(_PRINCIPAL_RECORD_INFO)
 
+    def credential_record_key(self) -> bytes:
+        """The MAC key that authenticates credential rows (their own HKDF label).
+
+        Derived from the audit seed, which rotation keeps, so a rotation re-MACs rows under
+        the same key and no retired key version is ever needed to verify one.
+        """
+        return self._derive(_CREDENTIAL_RECORD_INFO)
+
+    def grant_record_key(self) -> bytes:
+        """The MAC key that authenticates grant rows (their own HKDF label)."""
+        return self._derive(_GRANT_RECORD_INFO)
+
+    def key_checks(self) -> dict[int, str]:
+        """A fingerprint per key version (0: the audit seed) to store beside the data.
+
+        Each is an HMAC of a constant under a key derived from that version's key (or the
+        seed), so it shows which key file wrote a database without revealing any key.
+        """
+        checks = {0: _fingerprint(self._derive(_KEY_CHECK_INFO))}
+        for version, key in self.keys.items():
+            checks[version] = _fingerprint(key)
+        return checks
+
     def _derive(self, info: bytes) -> bytes:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info)
         return hkdf.derive(self.audit_seed)
@@ -128,6 +156,11 @@ class Keyring:
         if version == self.primary:
             raise KeyringError(f"key version {version} is primary and cannot be retired")
         return Keyring({v: k for v, k in self.keys.items() if v != version}, self.audit_seed)
+
+
+def _fingerprint(key: bytes) -> str:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_KEY_CHECK_INFO)
+    return hmac.new(hkdf.derive(key), b"credman key check", hashlib.sha256).hexdigest()
 
 
 def generate_keyring() -> Keyring:

@@ -1,12 +1,14 @@
 """MACs over database records, so a writer without the key cannot forge or alter a row.
 
 The record's fields are put in a canonical JSON form (sorted keys, no whitespace, datetimes
-as ISO 8601 in UTC) and authenticated with HMAC-SHA256 under a key derived from the keyring
-for that kind of record. Verification is in constant time.
+as ISO 8601 in UTC, bytes as base64, JSON documents such as a row's JSON columns as they
+are) and authenticated with HMAC-SHA256 under a key derived from the keyring for that kind
+of record. Verification is in constant time.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -15,7 +17,7 @@ from datetime import UTC, datetime
 
 __all__ = ["RecordMac"]
 
-Field = str | int | bool | datetime | None
+Field = str | int | bool | datetime | bytes | Mapping[str, object] | None
 
 
 class RecordMac:
@@ -39,7 +41,11 @@ class RecordMac:
         return hmac.compare_digest(self.mac(fields), tag)
 
 
-def _canonical(value: Field) -> str | int | bool | None:
+def _canonical(value: Field) -> object:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Mapping):
+        return dict(value)
     return value

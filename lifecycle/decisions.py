@@ -8,6 +8,7 @@ functions, so a rule such as "past expiry" or "lease is stale" is written in one
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, Protocol
@@ -20,6 +21,7 @@ __all__ = [
     "StoredCredential",
     "ensure_not_revoked",
     "ensure_usable",
+    "error_code",
     "is_refreshable",
     "lease_stale",
     "needs_refresh",
@@ -142,12 +144,24 @@ def refresh_failing(record: StoredCredential) -> RefreshFailed:
     )
 
 
+_ERROR_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+
+
+def error_code(text: str | None) -> str | None:
+    """A stored ``last_error`` if it has the shape of an error code (letters, digits and
+    ``_.:-``, at most 64), else ``"unrecognised"``: it is shown as data, never as advice."""
+    if text is None:
+        return None
+    return text if _ERROR_CODE.fullmatch(text) else "unrecognised"
+
+
 def refresh_error(record: StoredCredential, template: str) -> RefreshFailed:
     """RefreshFailed for a stored failure; permanent when no retry is scheduled."""
-    message = f"credential {record.id!r} " + template.format(record.last_error)
+    code = error_code(record.last_error)
+    message = f"credential {record.id!r} " + template.format(f"error code {code!r}")
     return RefreshFailed(
         message,
         permanent=record.next_due_at is None,
         credential_id=record.id,
-        error_code=record.last_error,
+        error_code=code,
     )

@@ -10,13 +10,16 @@ from credman.storage.records import GrantRecord
 from credman.storage.tables import GrantRow
 
 __all__ = [
+    "any_sealed_grant",
     "covering_candidates",
     "delete_grant",
     "find_grant",
     "grants_of",
     "insert_grant",
     "list_grants",
+    "set_grant_mac",
     "set_permissions",
+    "unsealed_grants",
 ]
 
 _GRANTS = GrantRow.__table__  # type: ignore[attr-defined]
@@ -73,6 +76,7 @@ def insert_grant(
     permissions: str,
     created_at: datetime,
     created_by: str,
+    record_mac: str,
 ) -> None:
     """Insert a new grant row."""
     connection.execute(
@@ -82,15 +86,33 @@ def insert_grant(
             permissions=permissions,
             created_at=created_at,
             created_by=created_by,
+            record_mac=record_mac,
         )
     )
 
 
-def set_permissions(connection: Connection, grant_id: int, permissions: str) -> None:
-    """Replace the permissions of one grant."""
-    connection.execute(
-        update(_GRANTS).where(_GRANTS.c.id == grant_id).values(permissions=permissions)
-    )
+def set_permissions(
+    connection: Connection, grant_id: int, values: dict[str, str | datetime]
+) -> None:
+    """Replace the permissions of one grant (with its MAC, and whatever else ``values`` sets)."""
+    connection.execute(update(_GRANTS).where(_GRANTS.c.id == grant_id).values(**values))
+
+
+def unsealed_grants(connection: Connection) -> list[GrantRecord]:
+    """Grants without a MAC (written before migration 0006)."""
+    query = select(_GRANTS).where(_GRANTS.c.record_mac.is_(None)).with_for_update()
+    return [GrantRecord.from_row(row) for row in connection.execute(query)]
+
+
+def any_sealed_grant(connection: Connection) -> bool:
+    """Whether any grant row carries a MAC."""
+    query = select(_GRANTS.c.id).where(_GRANTS.c.record_mac.is_not(None)).limit(1)
+    return connection.execute(query).first() is not None
+
+
+def set_grant_mac(connection: Connection, grant_id: int, mac: str) -> None:
+    """Store one grant's MAC."""
+    connection.execute(update(_GRANTS).where(_GRANTS.c.id == grant_id).values(record_mac=mac))
 
 
 def delete_grant(connection: Connection, principal: str, pattern: str) -> bool:

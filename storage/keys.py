@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from credman.storage.repository import CREDENTIALS
+from credman.storage.tables import KeyCheckRow
 
 __all__ = [
+    "add_key_check",
     "count_below",
     "count_by_key_version",
     "count_with_key_version",
+    "delete_key_check",
     "highest_key_version",
+    "key_checks",
     "lock_key_changes",
     "replace_wrapped_keys",
     "rewrap_candidates",
 ]
 
+_KEY_CHECKS = KeyCheckRow.__table__  # type: ignore[attr-defined]
 _KEYRING_LOCK = 0x637265646B657973  # "credkeys": the PostgreSQL advisory lock of key changes
 _COMPARE_AND_SET = (
     update(CREDENTIALS)
@@ -27,7 +33,11 @@ _COMPARE_AND_SET = (
         CREDENTIALS.c.key_version == bindparam("old_version"),
         CREDENTIALS.c.wrapped_dek == bindparam("old_blob"),
     )
-    .values(key_version=bindparam("new_version"), wrapped_dek=bindparam("new_blob"))
+    .values(
+        key_version=bindparam("new_version"),
+        wrapped_dek=bindparam("new_blob"),
+        record_mac=bindparam("new_mac"),
+    )
 )
 """Replace a wrapped data key only if the row still holds the one that was re-wrapped."""
 
@@ -65,9 +75,10 @@ def count_below(connection: Connection, primary: int) -> int:
 def rewrap_candidates(
     connection: Connection, primary: int, after: str, limit: int
 ) -> Sequence[Any]:
-    """Up to ``limit`` rows (id, key_version, wrapped_dek) below ``primary`` after id ``after``."""
+    """Up to ``limit`` whole rows below ``primary`` after id ``after`` (their MACs are checked
+    and recomputed)."""
     return connection.execute(
-        select(CREDENTIALS.c.id, CREDENTIALS.c.key_version, CREDENTIALS.c.wrapped_dek)
+        select(CREDENTIALS)
         .where(CREDENTIALS.c.key_version < primary, CREDENTIALS.c.id > after)
         .order_by(CREDENTIALS.c.id)
         .limit(limit)
@@ -80,6 +91,24 @@ def replace_wrapped_keys(connection: Connection, changes: list[dict[str, Any]]) 
     if not changes:
         return 0
     return int(connection.execute(_COMPARE_AND_SET, changes).rowcount)
+
+
+def key_checks(connection: Connection) -> dict[int, str]:
+    """The key fingerprints the database recorded, by version (0: the audit seed)."""
+    query = select(_KEY_CHECKS.c.version, _KEY_CHECKS.c.fingerprint)
+    return {int(version): str(check) for version, check in connection.execute(query)}
+
+
+def add_key_check(connection: Connection, version: int, fingerprint: str, at: datetime) -> None:
+    """Record the fingerprint of one key version."""
+    connection.execute(
+        insert(_KEY_CHECKS).values(version=version, fingerprint=fingerprint, created_at=at)
+    )
+
+
+def delete_key_check(connection: Connection, version: int) -> None:
+    """Forget a retired key version's fingerprint."""
+    connection.execute(delete(_KEY_CHECKS).where(_KEY_CHECKS.c.version == version))
 
 
 def _count(connection: Connection, condition: Any) -> int:

@@ -65,6 +65,7 @@ class CredentialRecord(_FromRow):
     probe_due_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    record_mac: str | None
 
     def columns(self) -> dict[str, Any]:
         """Every column's value, for an insert."""
@@ -110,6 +111,7 @@ class GrantRecord(_FromRow):
     permissions: str
     created_at: datetime
     created_by: str
+    record_mac: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from credman.storage.tables import CredentialRow, HistoryRow
 __all__ = [
     "CREDENTIALS",
     "HISTORY",
+    "any_sealed_credential",
     "append_history",
     "delete_revoked_credential",
     "due_credentials",
@@ -29,7 +30,10 @@ __all__ = [
     "insert_credential",
     "iter_credentials",
     "load_credential",
+    "load_credential_checked",
     "record_probe",
+    "set_record_mac",
+    "unsealed_credentials",
     "update_credential",
 ]
 
@@ -44,6 +48,23 @@ _LOAD = {
     (False, False): _BY_ID,
     (True, False): _BY_ID.with_for_update(),
     (True, True): _BY_ID.with_for_update(skip_locked=True),
+}
+_NEWEST_HISTORY_VERSION = (
+    select(HISTORY.c.version)
+    .where(HISTORY.c.credential_id == CREDENTIALS.c.id)
+    .order_by(HISTORY.c.id.desc())
+    .limit(1)
+    .correlate(CREDENTIALS)
+    .scalar_subquery()
+    .label("history_version")
+)
+_BY_ID_CHECKED = select(CREDENTIALS, _NEWEST_HISTORY_VERSION).where(
+    CREDENTIALS.c.id == bindparam("b_id")
+)
+_LOAD_CHECKED = {
+    (False, False): _BY_ID_CHECKED,
+    (True, False): _BY_ID_CHECKED.with_for_update(of=CREDENTIALS),
+    (True, True): _BY_ID_CHECKED.with_for_update(of=CREDENTIALS, skip_locked=True),
 }
 _INSERT = insert(CREDENTIALS)
 _UPDATE_IF_VERSION = update(CREDENTIALS).where(
@@ -91,6 +112,47 @@ def load_credential(
             return None
         raise NotFound(f"no credential {credential_id!r}", credential_id=credential_id)
     return CredentialRecord.from_row(row)
+
+
+def load_credential_checked(
+    connection: Connection,
+    credential_id: str,
+    *,
+    for_update: bool = False,
+    skip_locked: bool = False,
+    missing_ok: bool = False,
+) -> tuple[CredentialRecord, int | None] | None:
+    """Like :func:`load_credential`, with the version of the credential's newest history row
+    (None when it has none), read in the same statement (one index probe)."""
+    query = _LOAD_CHECKED[(for_update or skip_locked, skip_locked)]
+    row = connection.execute(query, {"b_id": credential_id}).one_or_none()
+    if row is None:
+        if missing_ok:
+            return None
+        raise NotFound(f"no credential {credential_id!r}", credential_id=credential_id)
+    return CredentialRecord.from_row(row), row.history_version
+
+
+def unsealed_credentials(connection: Connection) -> list[CredentialRecord]:
+    """Rows without a MAC (written before migration 0006), locked for the sealing write."""
+    query = select(CREDENTIALS).where(CREDENTIALS.c.record_mac.is_(None)).with_for_update()
+    return [CredentialRecord.from_row(row) for row in connection.execute(query)]
+
+
+def any_sealed_credential(connection: Connection) -> bool:
+    """Whether any credential row carries a MAC."""
+    query = select(CREDENTIALS.c.id).where(CREDENTIALS.c.record_mac.is_not(None)).limit(1)
+    return connection.execute(query).first() is not None
+
+
+def set_record_mac(connection: Connection, credential_id: str, version: int, mac: str) -> bool:
+    """Store the MAC of a row still at ``version``; whether it was."""
+    result = connection.execute(
+        update(CREDENTIALS)
+        .where(CREDENTIALS.c.id == credential_id, CREDENTIALS.c.version == version)
+        .values(record_mac=mac)
+    )
+    return bool(result.rowcount == 1)
 
 
 def insert_credential(connection: Connection, values: dict[str, Any]) -> None:

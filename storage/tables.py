@@ -19,6 +19,7 @@ __all__ = [
     "CredentialRow",
     "GrantRow",
     "HistoryRow",
+    "KeyCheckRow",
     "PrincipalRow",
 ]
 
@@ -53,12 +54,16 @@ class CredentialRow(SQLModel, table=True):
     probe_due_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+    record_mac: str | None = Field(default=None, max_length=64)
+    """MAC of the row (all but the probe columns) under a keyring-derived key; NULL only for
+    a row written before migration 0006 that the manager has not sealed yet."""
 
 
 class HistoryRow(SQLModel, table=True):
     """One fired transition; append-only (database triggers refuse UPDATE and DELETE)."""
 
     __tablename__ = "credential_history"
+    __table_args__ = (Index("ix_credential_history_credential_id_id", "credential_id", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     credential_id: str = Field(max_length=128, index=True)
@@ -117,6 +122,20 @@ class GrantRow(SQLModel, table=True):
     permissions: str = Field(max_length=64)
     created_at: datetime
     created_by: str = Field(max_length=128)
+    record_mac: str | None = Field(default=None, max_length=64)
+    """MAC of principal, pattern, permissions, created_at and created_by (NULL: a row from
+    before migration 0006 not yet sealed)."""
+
+
+class KeyCheckRow(SQLModel, table=True):
+    """A fingerprint of one key version (0: the audit seed) of the key file that writes this
+    database, so opening it with another key file is named as such."""
+
+    __tablename__ = "key_check"
+
+    version: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime
 
 
 class ConnectSessionRow(SQLModel, table=True):

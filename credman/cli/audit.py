@@ -10,6 +10,7 @@ import typer
 from credman.cli.context import open_manager, options
 from credman.cli.output import JsonFlag, err, out, print_json, table, when
 from credman.errors import CredentialValidationError
+from credman.terminal import inert
 
 __all__ = ["audit_app", "register"]
 
@@ -27,11 +28,22 @@ def audit_verify(
     """Recompute the hash chain; exit 1 naming the first bad row if it is broken."""
     with open_manager(ctx) as manager:
         report = manager.verify_audit(_anchor(anchor) if anchor else None)
+    rows = report.extra.get("integrity")
+    if not report.ok and rows:  # the chain holds, but rows fail their MAC or are behind it
+        err.print(
+            f"audit chain ok ({report.rows_checked} rows), but {len(rows)} database row(s) "
+            "FAIL the integrity check:",
+            markup=False,
+        )
+        for problem in rows:
+            err.print(inert(f"  {problem}"))
+        raise typer.Exit(1)
     if not report.ok:
         err.print(f"audit chain BROKEN at row {report.first_bad_seq}: {report.problem}")
         raise typer.Exit(1)
     out.print(
-        f"audit chain ok: {report.rows_checked} rows, head {report.head_seq}:{report.head_hash}"
+        f"audit chain ok: {report.rows_checked} rows, head {report.head_seq}:{report.head_hash}; "
+        "every credential and grant row authentic and as recent as the chain says"
     )
 
 

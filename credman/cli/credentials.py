@@ -139,8 +139,9 @@ def refresh(
     if info.last_error and info.attempts > before.attempts:
         # the provider failed but the current token still works: say so, and fail
         err.print(
-            f"error: refresh of {credential_id!r} failed: {info.last_error}; the current "
-            f"token still works until {when(info.expires_at)}, next try {ago(info.next_due_at)}",
+            f"error: refresh of {credential_id!r} failed (error code {info.last_error!r}); "
+            f"the current token still works until {when(info.expires_at)}, "
+            f"next try {ago(info.next_due_at)}",
             markup=False,
         )
         raise typer.Exit(1)

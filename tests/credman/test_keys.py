@@ -54,6 +54,7 @@ from credman.crypto import (
     unwrap,
 )
 from credman.storage import engine as storage
+from credman.storage import migrate
 from credman.storage.repository import CREDENTIALS
 
 WORKER = Path(__file__).with_name("rotation_worker.py")
@@ -192,7 +193,7 @@ def test_rewrap_of_a_row_changed_meanwhile_leaves_the_new_material(
     ring = manager.keys.provider.update(lambda current: current.with_new_version())
     manager.store("c", _basic("new"), principal="admin")
     with storage.write(manager.engine) as connection:
-        assert (0, ()) == keys.rewrap_rows(connection, ring, [stale])
+        assert (0, ()) == keys.rewrap_rows(connection, ring, [stale], manager.keys.seals)
     assert "new" == _password(manager, "c")
 
 
@@ -618,7 +619,9 @@ def test_random_interleavings_keep_every_credential_readable(
     sqlite_url: str, key_file: Path
 ) -> None:
     """Gets return the last stored value, full rewraps reach the primary, retire is exact."""
-    CredentialManager(sqlite_url, str(key_file)).close()
+    engine = storage.make_engine(sqlite_url)  # the schema only: no key fingerprints yet
+    migrate.upgrade(engine)
+    engine.dispose()
     _KeyringModel.template = Path(sqlite_url.removeprefix("sqlite:///"))
     run_state_machine_as_test(
         _KeyringModel,

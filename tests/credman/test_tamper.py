@@ -1,4 +1,10 @@
-"""Tampering with stored ciphertexts: every change is refused with DecryptionError, and audited."""
+"""Tampering with stored ciphertexts: every change is refused with DecryptionError, and audited.
+
+These tests test the envelope layer on its own: each edit is followed by recomputing the
+row's MAC (as if the record MAC key had leaked but not the key-encryption keys), so the
+ciphertext checks are what refuses. Edits without the MAC key are refused earlier, by the
+row MAC (tests/credman/test_integrity.py).
+"""
 
 from __future__ import annotations
 
@@ -28,11 +34,14 @@ def _row(manager: CredentialManager, credential_id: str) -> Any:
 
 
 def _write(manager: CredentialManager, credential_id: str, **values: Any) -> None:
+    """Edit the row, then recompute its MAC (so the envelope layer is what is tested)."""
     engine = _raw(manager)
+    where = CREDENTIALS.c.id == credential_id
     with engine.begin() as connection:
-        connection.execute(
-            update(CREDENTIALS).where(CREDENTIALS.c.id == credential_id).values(**values)
-        )
+        connection.execute(update(CREDENTIALS).where(where).values(**values))
+        row = connection.execute(select(CREDENTIALS).where(where)).one()
+        mac = manager.keys.seals.credential_mac(row._mapping)
+        connection.execute(update(CREDENTIALS).where(where).values(record_mac=mac))
     engine.dispose()
 
 
