@@ -478,9 +478,12 @@ def test_audit_verify_in_the_cli_lists_the_forged_rows(tmp_path: Path) -> None:
         "CREDMAN_KEY_FILE": str(tmp_path / "c.key"),
         "COLUMNS": "200",
     }
-    assert 0 == subprocess.run(
-        [sys.executable, "-m", "credman", "init"], env=env, capture_output=True, check=False
-    ).returncode
+    assert (
+        0
+        == subprocess.run(
+            [sys.executable, "-m", "credman", "init"], env=env, capture_output=True, check=False
+        ).returncode
+    )
     engine = create_engine(database)
     with engine.begin() as connection:
         connection.execute(
