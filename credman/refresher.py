@@ -259,7 +259,7 @@ class Refresher:
             if record is None:
                 return None
             if record.state == State.REFRESHING:
-                if not self._lease_over(record.lease_until, act.now):
+                if not self._lease_over(record, act.now):
                     assert record.lease_until is not None
                     return min(record.lease_until, act.now + _POLL)
                 self._recover_lease(act, record)
@@ -278,13 +278,14 @@ class Refresher:
             live = record.state in (State.ACTIVE, State.UPDATED)
             return Claim(credential_id, owner, credential, record.attempts, live)
 
-    def _lease_over(self, lease_until: datetime | None, now: datetime) -> bool:
-        """Whether a refresh lease may be recovered: it ran out, or it reaches further ahead
-        than any lease this policy grants (a lease is never trusted for longer than that)."""
-        if lease_stale(lease_until, now):
+    def _lease_over(self, record: CredentialRecord, now: datetime) -> bool:
+        """Whether a refresh lease may be recovered: it ran out, or it is longer than the
+        leases this policy grants (from the claim, ``updated_at``, to ``lease_until``), so
+        no lease is trusted for longer than that."""
+        if lease_stale(record.lease_until, now):
             return True
-        assert lease_until is not None
-        return lease_until - now > self._policy.lease
+        assert record.lease_until is not None
+        return record.lease_until - record.updated_at > self._policy.lease
 
     def _should_refresh(
         self, record: CredentialRecord, now: datetime, force: bool, if_version: int | None
@@ -309,7 +310,7 @@ class Refresher:
 
     def _recover_lease(self, act: Act, record: CredentialRecord) -> None:
         if record.lease_until is not None and record.lease_until > act.now:
-            record = dataclasses.replace(record, lease_until=act.now)  # over-long: ends now
+            record = dataclasses.replace(record, lease_until=act.now)  # too long: ends now
         version = self._operations.change(
             act,
             record,

@@ -177,6 +177,7 @@ def test_an_authentic_lease_longer_than_the_policy_is_treated_as_expired(
         state="REFRESHING",
         lease_owner="someone",
         lease_until=NOW + timedelta(days=1),
+        updated_at=NOW,
         next_due_at=NOW - timedelta(seconds=1),
         expires_at=NOW - timedelta(seconds=1),
     )
