@@ -199,9 +199,16 @@ class CredentialManager:
         principal: str,
         reason: str | None = None,
         create_only: bool = False,
+        test: bool = False,
     ) -> CredentialInfo:
         """Validate, encrypt and upsert; a new credential ends ACTIVE, an update UPDATED.
-        ``create_only`` refuses an id that exists (``CredentialValidationError``)."""
+        ``create_only`` refuses an id that exists (``CredentialValidationError``). ``test``
+        first makes a live token request (refreshable types) and runs the probe, if any,
+        and stores only what passed, with the tokens the request returned."""
+        if test:
+            credential = self._probes.trial(
+                credential_id, credential, principal=principal, create_only=create_only
+            )
         return self._credentials.store(
             credential_id, credential, principal=principal, reason=reason, create_only=create_only
         )

@@ -19,6 +19,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from credman.cli import app
+from credman.testing.provider import TokenServer
 
 DEAD_URL = "http://127.0.0.1:9/token"  # the discard port: nothing listens on loopback
 
@@ -215,6 +216,22 @@ def test_add_attaches_a_probe(cli: Cli) -> None:
     probe = json.loads(cli.ok("status", "b", "--json"))["metadata"]["probe"]
     assert ("http://127.0.0.1:9/me", [200, 204]) == (probe["url"], probe["expect"])
     assert 1 == cli("test", "b").returncode
+
+
+def test_add_test_requests_a_token_before_storing(cli: Cli) -> None:
+    """`add ... --test` stores only what the provider accepted, with the tokens it returned;
+    a refused test exits 1 with one line and stores nothing."""
+    with TokenServer(clients={"app": "app-secret"}) as provider:
+        base = ("add", "oauth2", "--token-url", provider.url, "--client-id", "app")
+        secrets = ("--client-secret-env", "CS", "--refresh-token-env", "RT")
+        line = cli.error(*base[:2], "bad", *base[2:], *secrets, "--test", CS="app-secret", RT="x")
+        assert "test of 'bad' failed, nothing stored" in line and "invalid_grant" in line
+        given = provider.grant("app")
+        stored = cli.ok(*base[:2], "crm", *base[2:], *secrets, "--test", CS="app-secret", RT=given)
+        assert "stored oauth2 'crm': ACTIVE (version 1, tested)" in stored
+        assert not provider.is_valid_refresh_token(given)  # spent: the new one was stored
+        assert provider.is_valid(cli.ok("token", "crm").strip())
+    assert ["crm"] == [row["credential_id"] for row in json.loads(cli.ok("list", "--json"))]
 
 
 # -- who acts --------------------------------------------------------------------------
