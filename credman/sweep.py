@@ -93,7 +93,14 @@ class Sweep:
     def tick(
         self, now: datetime | None = None, *, limit: int = 1000, workers: int = 4
     ) -> TickReport:
-        """Do the due work at ``now`` (default: the clock's time)."""
+        """Do the work due at ``now`` (default: the clock's time).
+
+        With an explicit ``now`` (time travel in tests and benchmarks) every credential's
+        work happens at that moment. Without it, each claim, exchange and commit reads the
+        clock when it happens: a long tick must not stamp a lease taken a minute in with the
+        tick's start, or the lease would be born expired.
+        """
+        at = now  # None: each credential's work takes the clock's time itself
         now = now or self._operations.now()
         report = TickReport(now=now)
         with read(self._operations.engine) as connection:
@@ -103,7 +110,7 @@ class Sweep:
         if not due and not probes:
             return report
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due) + len(probes)))) as pool:
-            for outcome, error in pool.map(lambda record: self._maintain(record, now), due):
+            for outcome, error in pool.map(lambda record: self._maintain(record, at), due):
                 report.count(outcome, error)
             for result in pool.map(lambda record: self._test_due(record.id), probes):
                 report.probed += result is not None
@@ -115,7 +122,9 @@ class Sweep:
         with read(self._operations.engine) as connection:
             return repository.earliest_due(connection)
 
-    def _maintain(self, due: DueCredential, now: datetime) -> tuple[SweepOutcome, str | None]:
+    def _maintain(
+        self, due: DueCredential, now: datetime | None
+    ) -> tuple[SweepOutcome, str | None]:
         """One due credential: refresh, expire or recover; never raises.
 
         Anything unexpected (a malformed row: NULL JSON, an unknown type, a column that does
@@ -146,7 +155,9 @@ class Sweep:
             self._report_broken(credential_id, exc)
             return None
 
-    def _maintain_one(self, due: DueCredential, now: datetime) -> tuple[SweepOutcome, str | None]:
+    def _maintain_one(
+        self, due: DueCredential, now: datetime | None
+    ) -> tuple[SweepOutcome, str | None]:
         try:
             if not is_refreshable(due):
                 expired = self._expire_due(due.id, now)
@@ -159,9 +170,10 @@ class Sweep:
             return SweepOutcome.ERROR, f"error:{type(exc).__name__}"
         return _FROM_REFRESH.get(outcome, SweepOutcome.SKIPPED), None
 
-    def _expire_due(self, credential_id: str, now: datetime) -> bool:
+    def _expire_due(self, credential_id: str, now: datetime | None) -> bool:
         """Move a non-refreshable credential past its expiry to EXPIRED; whether it did."""
         ops = self._operations
+        now = now or ops.now()
         with ops.run("expire", SYSTEM, credential_id) as connection:
             record = repository.load_credential(
                 connection, credential_id, for_update=True, skip_locked=True, missing_ok=True

@@ -4,8 +4,10 @@ failure classes and backoff, time-frozen margins, single flight, crash recovery.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -380,3 +382,28 @@ def test_async_http_auth_injects_and_refreshes(
             return (await client.get(server.resource_url)).status_code
 
     assert 200 == asyncio.run(call())
+
+
+def test_a_long_tick_claims_each_credential_at_the_time_of_its_claim(
+    make_manager: Any, token_server: Any, oauth_credential: Any
+) -> None:
+    """Without an explicit ``now``, a credential claimed after a slow neighbour's refresh is
+    claimed (and its lease counted) from that moment, not from the tick's start: with a
+    2-second lease, the old stamp would have given it a lease already expired."""
+    policy = RefreshPolicy(lease=timedelta(seconds=2), timeout=1.0)
+    manager: CredentialManager = make_manager(refresh_policy=policy)
+    with token_server(slow_seconds=5) as slow, token_server() as healthy:
+        slow.mode = "slow"
+        manager.store("slow", oauth_credential(slow), principal="admin")
+        time.sleep(0.01)  # due first
+        manager.store("healthy", oauth_credential(healthy), principal="admin")
+        report = manager.tick(workers=1)
+    assert (1, 1) == (report.refreshed, report.failed)
+    claimed = [
+        step.at
+        for step in manager.history("healthy", principal="admin")
+        if step.to_state is State.REFRESHING
+    ]
+    assert 1 == len(claimed)
+    # the slow exchange was cut off at its 1-second deadline before this claim began
+    assert claimed[0] - report.now >= timedelta(seconds=0.9)
