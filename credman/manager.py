@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -353,11 +354,17 @@ class CredentialManager:
         return self._refresher.renew(credential_id, principal, rejected_version)
 
     def tick(
-        self, now: datetime | None = None, *, limit: int = 1000, workers: int = 4
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int = 1000,
+        workers: int = 4,
+        stop: threading.Event | None = None,
     ) -> TickReport:
         """Do the due work: refresh tokens in their margin, expire what cannot refresh,
-        recover stale leases, re-run due probes. Safe in any number of processes at once."""
-        return self._sweep.tick(now, limit=limit, workers=workers)
+        recover stale leases, re-run due probes. Safe in any number of processes at once.
+        Once ``stop`` is set, no further credential is started (those in flight finish)."""
+        return self._sweep.tick(now, limit=limit, workers=workers, stop=stop)
 
     def next_wakeup(self) -> datetime | None:
         """The earliest due time of any credential (for the scheduler's one-shot wake-up)."""

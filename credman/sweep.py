@@ -4,6 +4,7 @@ recover stale leases, re-run due probes. Safe to run in any number of processes 
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -91,14 +92,21 @@ class Sweep:
         return "Sweep()"
 
     def tick(
-        self, now: datetime | None = None, *, limit: int = 1000, workers: int = 4
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int = 1000,
+        workers: int = 4,
+        stop: threading.Event | None = None,
     ) -> TickReport:
         """Do the work due at ``now`` (default: the clock's time).
 
         With an explicit ``now`` (time travel in tests and benchmarks) every credential's
         work happens at that moment. Without it, each claim, exchange and commit reads the
         clock when it happens: a long tick must not stamp a lease taken a minute in with the
-        tick's start, or the lease would be born expired.
+        tick's start, or the lease would be born expired. Once ``stop`` is set no further
+        credential is started: the ones in flight finish (a refresh the provider has made
+        is committed), the rest are counted as skipped and left for the next sweep.
         """
         at = now  # None: each credential's work takes the clock's time itself
         now = now or self._operations.now()
@@ -110,9 +118,9 @@ class Sweep:
         if not due and not probes:
             return report
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due) + len(probes)))) as pool:
-            for outcome, error in pool.map(lambda record: self._maintain(record, at), due):
+            for outcome, error in pool.map(lambda record: self._maintain(record, at, stop), due):
                 report.count(outcome, error)
-            for result in pool.map(lambda record: self._test_due(record.id), probes):
+            for result in pool.map(lambda record: self._test_due(record.id, stop), probes):
                 report.probed += result is not None
                 report.probe_failures += result is not None and not result.ok
         return report
@@ -123,7 +131,7 @@ class Sweep:
             return repository.earliest_due(connection)
 
     def _maintain(
-        self, due: DueCredential, now: datetime | None
+        self, due: DueCredential, now: datetime | None, stop: threading.Event | None = None
     ) -> tuple[SweepOutcome, str | None]:
         """One due credential: refresh, expire or recover; never raises.
 
@@ -132,6 +140,8 @@ class Sweep:
         ``maintain`` and counted in ``TickReport.errors`` as ``error:broken_row``, and the
         rest of the tick goes on.
         """
+        if stop is not None and stop.is_set():
+            return SweepOutcome.SKIPPED, None
         try:
             return self._maintain_one(due, now)
         except Exception as exc:  # isolate the row: one bad credential must not stop the sweep
@@ -148,7 +158,11 @@ class Sweep:
         )
         self._operations.record_refusal("maintain", SYSTEM, credential_id, broken)
 
-    def _test_due(self, credential_id: str) -> ProbeResult | None:
+    def _test_due(
+        self, credential_id: str, stop: threading.Event | None = None
+    ) -> ProbeResult | None:
+        if stop is not None and stop.is_set():
+            return None
         try:
             return self._probes.test_due(credential_id)
         except Exception as exc:  # a malformed row: reported, the sweep goes on

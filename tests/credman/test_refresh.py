@@ -407,3 +407,23 @@ def test_a_long_tick_claims_each_credential_at_the_time_of_its_claim(
     assert 1 == len(claimed)
     # the slow exchange was cut off at its 1-second deadline before this claim began
     assert claimed[0] - report.now >= timedelta(seconds=0.9)
+
+
+def test_a_stopped_tick_finishes_what_is_in_flight_and_starts_nothing_more(
+    make_manager: Any, token_server: Any, oauth_credential: Any
+) -> None:
+    """``stop`` set while the first refresh talks to its (slow) provider: that refresh ends
+    as it would have, the two credentials behind it are not started (left for the next sweep)."""
+    manager: CredentialManager = make_manager(refresh_policy=RefreshPolicy(timeout=1.0))
+    with token_server(slow_seconds=5) as slow, token_server() as healthy:
+        slow.mode = "slow"
+        manager.store("a-slow", oauth_credential(slow), principal="admin")
+        for name in ("b", "c"):
+            time.sleep(0.01)  # due after a-slow
+            manager.store(name, oauth_credential(healthy), principal="admin")
+        stop = threading.Event()
+        threading.Timer(0.3, stop.set).start()
+        report = manager.tick(workers=1, stop=stop)
+        assert (3, 1, 2, 0) == (report.due, report.failed, report.skipped, report.refreshed)
+        assert 0 == healthy.token_requests
+        assert 2 == manager.tick(workers=1).refreshed  # the next sweep does them
