@@ -234,6 +234,16 @@ def test_add_test_requests_a_token_before_storing(cli: Cli) -> None:
     assert ["crm"] == [row["credential_id"] for row in json.loads(cli.ok("list", "--json"))]
 
 
+def test_an_error_line_cannot_drive_the_terminal(cli: Cli, tmp_path: Path) -> None:
+    """A path (or any text) in an error is printed with its control characters escaped: an
+    ESC from a hostile file name never reaches the terminal."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = cli.error("diagram", "-o", str(blocker / "x\x1b]8;;evil\x07x"))
+    assert "\x1b" not in line and "\x07" not in line
+    assert "x\\x1b]8;;evil\\x07x" in line
+
+
 # -- who acts --------------------------------------------------------------------------
 
 
