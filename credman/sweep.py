@@ -51,6 +51,8 @@ class TickReport:
     probed: int = 0
     probe_failures: int = 0
     errors: list[str] = field(default_factory=list)
+    lateness: float = 0.0
+    """Seconds the most overdue credential of this sweep was past its due time (0: none)."""
 
     def count(self, outcome: SweepOutcome, error: str | None = None) -> None:
         """Add one credential's outcome."""
@@ -115,6 +117,9 @@ class Sweep:
             due = repository.due_credentials(connection, now, limit)
             probes = repository.due_credentials(connection, now, limit, due="probe_due_at")
         report.due = len(due)
+        dues = [record.next_due_at for record in due if record.next_due_at is not None]
+        if dues:
+            report.lateness = max(0.0, (now - min(dues)).total_seconds())
         if not due and not probes:
             return report
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due) + len(probes)))) as pool:

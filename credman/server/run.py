@@ -82,7 +82,11 @@ def _run(
             interval=settings.interval,
             workers=workers,
             on_report=lambda r: metrics.observe_sweep(
-                due=r.due, refreshed=r.refreshed, expired=r.expired, failed=r.failed
+                due=r.due,
+                refreshed=r.refreshed,
+                expired=r.expired,
+                failed=r.failed,
+                lateness=r.lateness,
             ),
         )
         scheduler.start()

@@ -427,3 +427,16 @@ def test_a_stopped_tick_finishes_what_is_in_flight_and_starts_nothing_more(
         assert (3, 1, 2, 0) == (report.due, report.failed, report.skipped, report.refreshed)
         assert 0 == healthy.token_requests
         assert 2 == manager.tick(workers=1).refreshed  # the next sweep does them
+
+
+def test_the_tick_report_says_how_late_the_most_overdue_credential_was(
+    make_manager: Any, server: TokenServer, oauth_credential: Any
+) -> None:
+    """``TickReport.lateness``: seconds past the earliest due time among the due credentials
+    (what ``credman_sweep_lateness_seconds`` exports); 0 when nothing is due."""
+    start = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    manager: CredentialManager = make_manager(clock=lambda: start)
+    manager.store("crm", oauth_credential(server), principal="admin")  # no token: due now
+    assert 0.0 == manager.tick(start - timedelta(seconds=1)).lateness  # not due yet
+    report = manager.tick(start + timedelta(seconds=90))
+    assert (1, 90.0) == (report.refreshed, report.lateness)
