@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from credman.server.metrics import ServerMetrics  # noqa: E402
+from credman.server.metrics import ServerMetrics
 
 
 def test_a_sweep_sets_the_backlog_and_its_lateness_and_counts_outcomes() -> None:
