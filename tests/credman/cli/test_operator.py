@@ -363,3 +363,35 @@ def test_serve_says_what_it_does_and_stops_on_sigterm(cli: Cli) -> None:
     assert "next due" in first
     assert "credman.cli" not in first  # no module:function:line without -v
     assert "stopped" in rest
+
+
+def test_serve_with_a_config_says_what_it_does_without_the_webhook_path(cli: Cli) -> None:
+    """`serve --config` announces database, next due time, the sweep and the webhook's
+    origin (a webhook's path can be its secret: Slack's are), then exits 0 on SIGTERM."""
+    pytest.importorskip("uvicorn")
+    (cli.directory / "hook.secret").write_text("whsec-canary")
+    (cli.directory / "hook.secret").chmod(0o600)
+    config = cli.directory / "serve.toml"
+    config.write_text(
+        '[notify]\nwebhook_url = "https://hooks.example/services/T0/B0/PATHSECRET"\n'
+        f'webhook_secret_file = "{cli.directory / "hook.secret"}"\n'
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "credman", "serve", "--config", str(config)],
+        env=cli.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        process.send_signal(signal.SIGTERM)
+        assert 0 == process.wait(timeout=60)
+        rest = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert str(cli.directory / "c.db") in first and "sweeping every 30 s" in first
+    assert "webhook https://hooks.example/..." in first
+    assert "PATHSECRET" not in first + rest and "whsec-canary" not in first + rest
