@@ -72,8 +72,8 @@ def _insert_grant(manager: CredentialManager, **values: Any) -> None:
     engine.dispose()
 
 
-def _basic(password: str = "pw") -> BasicAuth:
-    return BasicAuth(username="u", password=password)
+def _basic(password: str | None = None) -> BasicAuth:
+    return BasicAuth(username="u", password=password or "pw")
 
 
 def _password(manager: CredentialManager, credential_id: str) -> str:
@@ -363,7 +363,7 @@ def test_a_rollback_that_also_forges_history_is_caught_by_audit_verify(
     report = manager.verify_audit()
     assert not report.ok
     assert [
-        f"credential 'c': the row is version 1 but the audit trail recorded version 2 "
+        "credential 'c': the row is version 1 but the audit trail recorded version 2 "
         "(an older row was restored)"
     ] == report.extra["integrity"]
 

@@ -69,9 +69,11 @@ def test_after_sealing_a_missing_mac_is_refused(database_url: str, key_file: Pat
     with write(engine) as connection:
         connection.execute(update(CREDENTIALS).values(record_mac=None, attempts=5))
     engine.dispose()
-    with CredentialManager(database_url, str(key_file)) as manager:
-        with pytest.raises(IntegrityError, match="has no MAC"):
-            manager.get("a", principal="admin")
+    with (
+        CredentialManager(database_url, str(key_file)) as manager,
+        pytest.raises(IntegrityError, match="has no MAC"),
+    ):
+        manager.get("a", principal="admin")
 
 
 def test_the_downgrade_removes_what_0006_added(database_url: str) -> None:
