@@ -89,3 +89,30 @@ def test_the_downgrade_removes_what_0006_added(database_url: str) -> None:
     migrate.upgrade(engine)
     engine.dispose()
     assert "record_mac" not in columns and "key_check" not in tables
+
+
+def test_a_second_sealing_is_reported_by_audit_verify(database_url: str, key_file: Path) -> None:
+    """Clearing every MAC and the fingerprints gets the next open to seal the rows again;
+    that second integrity_sealed event is what audit verify reports."""
+    with CredentialManager(database_url, str(key_file)) as manager:
+        manager.store("a", BasicAuth(username="u", password="pw"), principal="admin")
+    _to_0005_and_back_with_one_row(database_url)
+    with CredentialManager(database_url, str(key_file)) as manager:
+        assert manager.verify_audit().ok
+    engine = make_engine(database_url)
+    with write(engine) as connection:
+        connection.execute(update(CREDENTIALS).values(record_mac=None, attempts=9))
+        connection.execute(KEY_CHECKS.delete())
+    engine.dispose()
+    with CredentialManager(database_url, str(key_file)) as manager:
+        report = manager.verify_audit()
+    assert not report.ok
+    assert any("sealed 2 times" in problem for problem in report.extra["integrity"])
+
+
+def _to_0005_and_back_with_one_row(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with write(engine) as connection:
+        command.downgrade(_config(connection), "0005")
+    migrate.upgrade(engine)
+    engine.dispose()

@@ -42,7 +42,8 @@ WORKER = textwrap.dedent(
 
 
 def _bulk_store(manager: CredentialManager, server: TokenServer) -> list[str]:
-    """Insert COUNT due OAuth credentials in one transaction (sealed per id, as store does)."""
+    """Insert COUNT due OAuth credentials in one transaction (sealed per id and MACed, as
+    store does)."""
     grants, rows, history = [], [], []
     keyring = manager.keys.keyring
     now = datetime.now(UTC)
@@ -77,6 +78,9 @@ def _bulk_store(manager: CredentialManager, server: TokenServer) -> list[str]:
                 "version": 1,
             }
         )
+    unset = {"lease_owner": None, "lease_until": None, "last_error": None}
+    for row in rows:  # the row MAC store would compute (only the key holder can)
+        row["record_mac"] = manager.keys.seals.credential_mac(unset | row)
     engine = create_engine(manager.engine.url)
     with engine.begin() as connection:
         connection.execute(insert(CREDENTIALS), rows)
