@@ -5,7 +5,7 @@ from loguru import logger
 from credman.access import Grant
 from credman.audit import ArchiveReport, AuditEvent, AuditReport
 from credman.clock import Clock, SystemClock
-from credman.connect import ConnectSession
+from credman.connect import ConnectOutcome, ConnectSession
 from credman.crypto import KeyProvider, Keyring, Secret
 from credman.errors import (
     AccessDenied,
@@ -63,6 +63,7 @@ __all__ = [
     "BearerToken",
     "Clock",
     "ConcurrentUpdate",
+    "ConnectOutcome",
     "ConnectSession",
     "Credential",
     "CredentialError",

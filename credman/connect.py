@@ -10,12 +10,19 @@ transaction that fires ``activate`` (a CREATED credential's first connect) or
 ``reauthorize``. Every refusal is audited, sends ``connect_failed``, and changes no
 credential; success sends ``connected``. The device grant skips the session: it polls in
 the caller's thread and stores the same way.
+
+``complete_callback`` is the entry for a browser that comes back to the HTTP service with
+no credentials of its own: the state is the authentication. It learns from the session
+which principal opened it (and where to send the browser afterwards, ``return_to``) and
+completes as that principal; a callback whose state names no live session is refused and
+audited as :data:`CALLBACK`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -29,7 +36,7 @@ from loguru import logger
 from sqlalchemy.exc import SQLAlchemyError
 
 from credman._operation import Act, Operations
-from credman.access import Actor
+from credman.access import Actor, SystemPrincipal
 from credman.crypto import WrappedKey, new_data_key, open_field, seal_field, unwrap, wrap
 from credman.crypto.secret import Secret
 from credman.errors import AuthorizationFailed, CredentialError, CredentialValidationError
@@ -46,11 +53,20 @@ from credman.storage import connect as sessions
 from credman.storage import read, repository
 from credman.validation import check_credential_id
 
-__all__ = ["SESSION_LIFETIME", "ConnectSession", "Connections", "check_redirect_uri"]
+__all__ = [
+    "CALLBACK",
+    "SESSION_LIFETIME",
+    "ConnectOutcome",
+    "ConnectSession",
+    "Connections",
+    "check_redirect_uri",
+]
 
 SESSION_LIFETIME: Final = timedelta(minutes=10)
 _VERIFIER_FIELD: Final = "pkce_verifier"
 _MANAGE: Final = frozenset({Permission.MANAGE})
+CALLBACK: Final = SystemPrincipal("system:oauth-callback")
+"""Who a callback acts as before its state is known to name a live session (audit only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +89,30 @@ class ConnectSession:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectOutcome:
+    """How a provider's callback ended: ``info`` when connected, else ``failure``.
+
+    ``credential_id`` and ``return_to`` come from the session the state named (None when it
+    named none); neither the state nor the code is kept.
+    """
+
+    credential_id: str | None
+    return_to: str | None
+    info: CredentialInfo | None = None
+    failure: CredentialError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the credential is now connected."""
+        return self.failure is None
+
+
 def _state_hash(state: str) -> str:
     return hashlib.sha256(state.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def check_redirect_uri(redirect_uri: object) -> str:
+def check_redirect_uri(redirect_uri: object, name: str = "redirect_uri") -> str:
     """An absolute http(s) URL without fragment or user info; plain http only on loopback."""
     ok = isinstance(redirect_uri, str) and len(redirect_uri) <= 2048
     parts = urlsplit(redirect_uri) if ok and isinstance(redirect_uri, str) else None
@@ -86,8 +121,8 @@ def check_redirect_uri(redirect_uri: object) -> str:
         if parts.scheme == "https" or (parts.scheme == "http" and loopback):
             return str(redirect_uri)
     raise CredentialValidationError(
-        "redirect_uri: an https URL (http only on loopback) without fragment or user info",
-        fields=("redirect_uri",),
+        f"{name}: an https URL (http only on loopback) without fragment or user info",
+        fields=(name,),
     )
 
 
@@ -129,19 +164,33 @@ class Connections:
         redirect_uri: str,
         scope: str | None = None,
         principal: Actor,
+        return_to: str | None = None,
     ) -> ConnectSession:
-        """Open a connect session for an OAuth2 credential with an ``authorization_url``."""
+        """Open a connect session for an OAuth2 credential with an ``authorization_url``.
+
+        ``scope`` replaces the credential's scope in the authorization request;
+        ``return_to`` is kept with the session for :meth:`complete_callback`.
+        """
         credential_id = check_credential_id(credential_id)
         redirect_uri = check_redirect_uri(redirect_uri)
+        if return_to is not None:
+            return_to = check_redirect_uri(return_to, "return_to")
+        if scope is not None and (not isinstance(scope, str) or not 0 < len(scope) <= 2048):
+            raise CredentialValidationError("scope: 1 to 2048 characters", fields=("scope",))
         with self._operations.run("connect", principal, credential_id) as connection:
             act = self._operations.act(connection, principal, credential_id, _MANAGE)
             credential = self._connectable(act, credential_id)
             pkce, state = new_pkce(), new_state()
             url = authorization_url(
-                credential, redirect_uri=redirect_uri, state=state, code_challenge=pkce.challenge
+                credential,
+                redirect_uri=redirect_uri,
+                state=state,
+                code_challenge=pkce.challenge,
+                scope=scope,
             )
             expires_at = act.now + SESSION_LIFETIME
-            self._open_session(act, credential_id, state, pkce.verifier, redirect_uri, scope)
+            bindings = {"redirect_uri": redirect_uri, "scope": scope, "return_to": return_to}
+            self._open_session(act, credential_id, state, pkce.verifier, bindings)
             self._operations.audit(act, "connect", credential_id, stage="started")
         return ConnectSession(credential_id, url, redirect_uri, expires_at)
 
@@ -163,8 +212,7 @@ class Connections:
         credential_id: str,
         state: str,
         verifier: Secret,
-        redirect_uri: str,
-        scope: str | None,
+        bindings: dict[str, str | None],
     ) -> None:
         state_hash = _state_hash(state)
         data_key = new_data_key()
@@ -182,8 +230,7 @@ class Connections:
                 "state_hash": state_hash,
                 "credential_id": credential_id,
                 "principal": act.principal,
-                "redirect_uri": redirect_uri,
-                "scope": scope,
+                **bindings,
                 "sealed_verifier": base64.b64encode(sealed).decode(),
                 "wrapped_dek": wrapped.blob,
                 "key_version": wrapped.version,
@@ -223,6 +270,42 @@ class Connections:
         except AuthorizationFailed as failure:
             raise self._refused(principal, spent.credential_id, failure) from None
         return self._store_connected(spent.credential_id, grant, sent_at, principal)
+
+    def complete_callback(
+        self,
+        *,
+        state: str,
+        code: str | None,
+        redirect_uri: str,
+        error: str | None = None,
+    ) -> ConnectOutcome:
+        """Finish a connect from a callback that carries no credentials but the state.
+
+        Completes as the principal that opened the session, which must have been opened for
+        ``redirect_uri``. Every refusal is audited (as :data:`CALLBACK` while the state
+        names no live session) and comes back as the outcome's ``failure``.
+        """
+        valid = isinstance(state, str) and 0 < len(state) <= 512
+        with read(self._operations.engine) as connection:
+            row = sessions.peek_session(connection, _state_hash(state)) if valid else None
+        if row is None:
+            unknown = _failure("unknown state: not from a connect of ours", "invalid_state")
+            return ConnectOutcome(None, None, failure=self._refused(CALLBACK, None, unknown))
+        outcome = functools.partial(ConnectOutcome, row.credential_id, row.return_to)
+        if row.used_at is not None:
+            reused = _failure("this connect was already completed or refused", "state_reused")
+            return outcome(failure=self._refused(CALLBACK, row.credential_id, reused))
+        try:
+            info = self.complete_connect(
+                state=state,
+                code=code,
+                principal=row.principal,
+                redirect_uri=redirect_uri,
+                error=error,
+            )
+        except CredentialError as failure:
+            return outcome(failure=failure)
+        return outcome(info=info)
 
     def _spend(
         self,

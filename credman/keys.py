@@ -9,9 +9,12 @@ with the primary (no secret field is opened), and the row's ``key_version`` and
 ``wrapped_dek`` are replaced by compare-and-set on their old values, so a concurrent store
 is never overwritten. A rewrap changes neither material nor state, so it bumps no
 credential version and writes no history. Killed at any point, every row still opens with
-some version in the ring, and :meth:`KeyManager.rewrap` finishes the job. A version can be retired
-only when no row references it; retiring removes it from the provider for good, which is
-what makes backups taken before a revoke unreadable (crypto-shredding).
+some version in the ring, and :meth:`KeyManager.rewrap` finishes the job. Open connect
+sessions seal their PKCE verifier under a data key of their own: the rewrap moves those
+data keys too (bound to the session's state hash), after the credentials, in the same
+batched compare-and-set way. A version can be retired only when no row references it
+(credential or open connect session); retiring removes it from the provider for good, which
+is what makes backups taken before a revoke unreadable (crypto-shredding).
 
 Key changes and writers agree through a lock: :meth:`KeyManager.for_write` holds it shared
 while a writer seals under the current primary, rotation and retirement hold it
@@ -38,6 +41,7 @@ from credman.crypto import KeyFileProvider, KeyProvider, Keyring, WrappedKey, en
 from credman.errors import CredentialValidationError, DecryptionError, KeyringError
 from credman.lifecycle import Credential
 from credman.storage import CredentialRecord
+from credman.storage import connect as session_rows
 from credman.storage import keys as key_rows
 
 __all__ = [
@@ -235,6 +239,7 @@ class KeyManager:
             done, batches, after = done + batch.rewrapped, batches + 1, batch.last_id
             unreadable += batch.unreadable
             _report(progress, RewrapProgress(ring.primary, done, total, len(unreadable)))
+        self._rewrap_sessions(principal, ring, batch_size)
         remaining = self._pending(principal, ring.primary)
         return RewrapReport(ring.primary, done, batches, remaining, unreadable)
 
@@ -263,9 +268,11 @@ class KeyManager:
             key_rows.lock_key_changes(connection, exclusive=True)
             _check_retirable(self.reload(), version)
             in_use = key_rows.count_with_key_version(connection, version)
-            if in_use:
+            sessions = session_rows.count_with_key_version(connection, version)
+            if in_use or sessions:
+                also = f" and {sessions} open connect session(s)" if sessions else ""
                 raise KeyringError(
-                    f"key version {version} still protects {in_use} credential(s): "
+                    f"key version {version} still protects {in_use} credential(s){also}: "
                     "run 'credman keys rewrap' first"
                 )
             ring = self.provider.update(lambda current: current.without_version(version))
@@ -288,6 +295,24 @@ class KeyManager:
             detail = {"primary": ring.primary, "rewrapped": moved, "unreadable": len(unreadable)}
             self._audit(act, "key_rewrap", **detail)
         return _Batch(rows[-1].id, moved, unreadable)
+
+    def _rewrap_sessions(self, principal: Actor, ring: Keyring, size: int) -> int:
+        """Move open connect sessions' data keys onto the primary, one batch per transaction."""
+        moved, after = 0, ""
+        while True:
+            with self._operations.run("key_rewrap", principal, None) as connection:
+                act = self._operations.act_as_admin(connection, principal)
+                rows = session_rows.rewrap_candidates(connection, ring.primary, after, size)
+                if not rows:
+                    break
+                batch = session_rows.replace_wrapped_keys(connection, _session_changes(ring, rows))
+                self._audit(act, "key_rewrap", primary=ring.primary, connect_sessions=batch)
+                moved, after = moved + batch, rows[-1].state_hash
+        if moved:
+            logger.info(
+                "key rewrap: moved {} connect session(s) to version {}", moved, ring.primary
+            )
+        return moved
 
     def _update(self, change: Callable[[Keyring], Keyring], *, keep_previous: bool) -> Keyring:
         """Apply ``change`` to the ring; a key file keeps its previous contents when asked."""
@@ -346,6 +371,23 @@ def rewrap_rows(
             }
         )
     return key_rows.replace_wrapped_keys(connection, changes), tuple(unreadable)
+
+
+def _session_changes(ring: Keyring, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """The compare-and-set changes that move sessions' data keys onto the primary."""
+    changes: list[dict[str, Any]] = []
+    for row in rows:
+        old = WrappedKey(row.key_version, row.wrapped_dek)
+        try:
+            new = envelope.rewrap(ring, old, credential_id=row.state_hash)
+        except (DecryptionError, KeyringError):
+            logger.warning("key rewrap: a connect session's data key did not open")
+            continue
+        changes.append(
+            {"b_hash": row.state_hash, "old_version": old.version, "old_blob": old.blob}
+            | {"new_version": new.version, "new_blob": new.blob}
+        )
+    return changes
 
 
 def _report(progress: Progress | None, event: RewrapProgress) -> None:

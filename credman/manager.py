@@ -28,7 +28,7 @@ from credman.audit import ArchiveReport, AuditEvent, AuditLog, AuditReport, audi
 from credman.audit_trail import AuditTrail
 from credman.clock import Clock, as_clock
 from credman.config import Settings
-from credman.connect import Connections, ConnectSession
+from credman.connect import Connections, ConnectOutcome, ConnectSession
 from credman.credentials import Credentials
 from credman.crypto import EnvKeyProvider, KeyFileProvider, KeyProvider, Keyring
 from credman.egress import EgressPolicy, EgressTransport
@@ -305,10 +305,19 @@ class CredentialManager:
         redirect_uri: str,
         scope: str | None = None,
         principal: str,
+        return_to: str | None = None,
     ) -> ConnectSession:
-        """Open a connect (authorization code + PKCE S256): where to send the user (MANAGE)."""
+        """Open a connect (authorization code + PKCE S256): where to send the user (MANAGE).
+
+        ``scope`` replaces the credential's own in the request; ``return_to`` is kept with
+        the session for :meth:`complete_callback` (the HTTP service checks it first).
+        """
         return self._connections.connect(
-            credential_id, redirect_uri=redirect_uri, scope=scope, principal=principal
+            credential_id,
+            redirect_uri=redirect_uri,
+            scope=scope,
+            principal=principal,
+            return_to=return_to,
         )
 
     def complete_connect(
@@ -327,6 +336,19 @@ class CredentialManager:
         """
         return self._connections.complete_connect(
             state=state, code=code, principal=principal, redirect_uri=redirect_uri, error=error
+        )
+
+    def complete_callback(
+        self, *, state: str, code: str | None, redirect_uri: str, error: str | None = None
+    ) -> ConnectOutcome:
+        """Finish a connect from a browser's callback that carries only the state.
+
+        The state is the authentication: the connect completes as the principal that opened
+        the session (bound to ``redirect_uri``). Refusals are audited, change nothing and
+        come back as the outcome's ``failure`` rather than raised.
+        """
+        return self._connections.complete_callback(
+            state=state, code=code, redirect_uri=redirect_uri, error=error
         )
 
     def connect_device(

@@ -1,5 +1,6 @@
 """The due work the scheduler runs: refresh tokens in their margin, expire what cannot refresh,
-recover stale leases, re-run due probes. Safe to run in any number of processes at once.
+recover stale leases, re-run due probes, forget expired connect sessions. Safe to run in any
+number of processes at once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from loguru import logger
+from sqlalchemy.exc import SQLAlchemyError
 
 from credman._operation import Operations
 from credman.access import SYSTEM
@@ -20,11 +22,14 @@ from credman.lifecycle.decisions import is_refreshable, past_expiry
 from credman.notify import CredentialEvent, EventKind, Notifier
 from credman.probes import ProbeResult, Probes
 from credman.refresher import Refresher, RefreshOutcome
-from credman.storage import DueCredential, read, repository
+from credman.storage import DueCredential, read, repository, write
+from credman.storage import connect as connect_sessions
 
 __all__ = ["Sweep", "SweepOutcome", "TickReport"]
 
 _USE = frozenset({Permission.USE})
+SESSION_BATCH = 1000
+"""Expired connect sessions one tick deletes at most (the next tick takes the rest)."""
 
 
 class SweepOutcome(StrEnum):
@@ -50,6 +55,7 @@ class TickReport:
     skipped: int = 0
     probed: int = 0
     probe_failures: int = 0
+    sessions_deleted: int = 0
     errors: list[str] = field(default_factory=list)
     lateness: float = 0.0
     """Seconds the most overdue credential of this sweep was past its due time (0: none)."""
@@ -113,6 +119,7 @@ class Sweep:
         at = now  # None: each credential's work takes the clock's time itself
         now = now or self._operations.now()
         report = TickReport(now=now)
+        report.sessions_deleted = self._forget_expired_sessions(now)
         with read(self._operations.engine) as connection:
             due = repository.due_credentials(connection, now, limit)
             probes = repository.due_credentials(connection, now, limit, due="probe_due_at")
@@ -129,6 +136,20 @@ class Sweep:
                 report.probed += result is not None
                 report.probe_failures += result is not None and not result.ok
         return report
+
+    def _forget_expired_sessions(self, now: datetime) -> int:
+        """Delete up to SESSION_BATCH connect sessions past expiry, in a short transaction."""
+        try:
+            with write(self._operations.engine) as connection:
+                deleted = connect_sessions.delete_expired(connection, now, SESSION_BATCH)
+        except SQLAlchemyError as exc:  # housekeeping: the due work goes on without it
+            logger.warning(
+                "sweep could not delete expired connect sessions: {}", type(exc).__name__
+            )
+            return 0
+        if deleted:
+            logger.info("sweep deleted {} expired connect session(s)", deleted)
+        return deleted
 
     def next_wakeup(self) -> datetime | None:
         """The earliest due time of any credential (for the scheduler's one-shot wake-up)."""

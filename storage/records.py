@@ -148,6 +148,7 @@ class ConnectSessionRecord(_FromRow):
     principal: str
     redirect_uri: str
     scope: str | None
+    return_to: str | None
     sealed_verifier: str | None
     wrapped_dek: bytes | None
     key_version: int | None

@@ -143,7 +143,8 @@ class ConnectSessionRow(SQLModel, table=True):
 
     The state is stored only as its SHA-256; the PKCE verifier is sealed under its own data
     key (wrapped by the keyring); ``used_at`` marks it spent, and spending destroys the
-    sealed verifier and its key.
+    sealed verifier and its key. ``return_to`` is where the HTTP service sends the browser
+    once the callback is done (a URL the service's allow-list accepted), or None.
     """
 
     __tablename__ = "connect_session"
@@ -153,6 +154,7 @@ class ConnectSessionRow(SQLModel, table=True):
     principal: str = Field(max_length=128)
     redirect_uri: str = Field(max_length=2048)
     scope: str | None = Field(default=None, max_length=2048)
+    return_to: str | None = Field(default=None, max_length=2048)
     sealed_verifier: str | None = Field(default=None, max_length=512)
     wrapped_dek: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     key_version: int | None = None

@@ -11,7 +11,15 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from credman import Access, Credential, CredentialInfo, Grant, Permission, Transition
+from credman import (
+    Access,
+    ConnectSession,
+    Credential,
+    CredentialInfo,
+    Grant,
+    Permission,
+    Transition,
+)
 from credman.client import _wire as wire
 from credman.client._auth import AsyncAccessAuth
 from credman.client._cache import ClientStats
@@ -163,6 +171,15 @@ class AsyncClient:
         """Revoke the credential for good (needs ``manage``)."""
         self._cache.drop(credential_id)
         return await self._send(wire.revoke_call(credential_id, reason))
+
+    async def connect(
+        self, credential_id: str, *, scope: str | None = None, return_to: str | None = None
+    ) -> ConnectSession:
+        """Start a connect (needs ``manage``): send the user to ``authorization_url`` before
+        ``expires_at``; the provider comes back to the service, which stores the tokens and
+        then sends the browser to ``return_to`` (one the service allows) or shows a page."""
+        call = wire.connect_call(credential_id, scope=scope, return_to=return_to)
+        return await self._send(call)
 
     def clear_cache(self, credential_id: str | None = None) -> None:
         """Forget cached material for one credential, or all."""

@@ -11,7 +11,16 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
-from credman import Access, AccessAuth, Credential, CredentialInfo, Grant, Permission, Transition
+from credman import (
+    Access,
+    AccessAuth,
+    ConnectSession,
+    Credential,
+    CredentialInfo,
+    Grant,
+    Permission,
+    Transition,
+)
 from credman.client import _wire as wire
 from credman.client._cache import ClientStats
 from credman.client._common import (
@@ -164,6 +173,15 @@ class Client:
         """Revoke the credential for good (needs ``manage``)."""
         self._cache.drop(credential_id)
         return self._send(wire.revoke_call(credential_id, reason))
+
+    def connect(
+        self, credential_id: str, *, scope: str | None = None, return_to: str | None = None
+    ) -> ConnectSession:
+        """Start a connect (needs ``manage``): send the user to ``authorization_url`` before
+        ``expires_at``; the provider comes back to the service, which stores the tokens and
+        then sends the browser to ``return_to`` (one the service allows) or shows a page."""
+        call = wire.connect_call(credential_id, scope=scope, return_to=return_to)
+        return self._send(call)
 
     def clear_cache(self, credential_id: str | None = None) -> None:
         """Forget cached material for one credential, or all."""

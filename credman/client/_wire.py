@@ -17,7 +17,16 @@ from urllib.parse import quote
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from credman import Access, Credential, CredentialInfo, Grant, Permission, Secret, Transition
+from credman import (
+    Access,
+    ConnectSession,
+    Credential,
+    CredentialInfo,
+    Grant,
+    Permission,
+    Secret,
+    Transition,
+)
 from credman.errors import (
     AccessDenied,
     ConcurrentUpdate,
@@ -159,6 +168,35 @@ def refresh_call(credential_id: str, *, force: bool) -> Call[CredentialInfo]:
     """``POST /v1/credentials/{id}/refresh``."""
     path = _path(credential_id, "/refresh")
     return Call("POST", path, _reader(_INFO, "info"), {"force": force}, credential_id)
+
+
+class _ConnectWire(BaseModel):
+    """The answer of ``POST .../connect``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    credential_id: str
+    authorization_url: str
+    redirect_uri: str
+    expires_at: AwareDatetime
+
+
+def _connect_session(data: Any) -> ConnectSession:
+    try:
+        wire = _ConnectWire.model_validate(data)
+    except ValidationError:
+        raise ServiceError("the service answered a malformed connect session") from None
+    expires_at = wire.expires_at.astimezone(UTC)
+    return ConnectSession(wire.credential_id, wire.authorization_url, wire.redirect_uri, expires_at)
+
+
+def connect_call(
+    credential_id: str, *, scope: str | None, return_to: str | None
+) -> Call[ConnectSession]:
+    """``POST /v1/credentials/{id}/connect``: where to send the user to authorise."""
+    body = {k: v for k, v in {"scope": scope, "return_to": return_to}.items() if v is not None}
+    path = _path(credential_id, "/connect")
+    return Call("POST", path, _connect_session, body, credential_id)
 
 
 def grants_call(grantee: str | None = None) -> Call[list[Grant]]:

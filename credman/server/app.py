@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from credman.manager import CredentialManager
-from credman.server import problems
+from credman.server import callback, problems
 from credman.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from credman.server.routes import router
 from credman.server.settings import ServerSettings
@@ -36,6 +36,7 @@ def create_app(manager: CredentialManager, settings: ServerSettings | None = Non
     settings = settings or ServerSettings()
     app = _build(settings)
     app.state.manager = manager
+    app.state.settings = settings
     app.add_middleware(Edge, manager=manager, limit=settings.max_body_bytes)
     return app
 
@@ -56,6 +57,7 @@ def _build(settings: ServerSettings) -> FastAPI:
     app.state.metrics = ServerMetrics()
     problems.register(app)
     app.include_router(router)
+    app.include_router(callback.router)
     _health_routes(app)
     return app
 

@@ -42,6 +42,7 @@ _TITLES = {
     422: "Invalid input",
     429: "Too many failed authentications",
     500: "Internal error",
+    501: "Not configured",
     502: "Provider failure",
     503: "Service unavailable",
 }

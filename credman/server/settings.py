@@ -9,6 +9,8 @@ http = "127.0.0.1:8443"        # CREDMAN_HTTP
 uds = "/run/credman.sock"      # CREDMAN_UDS
 tls_cert = "server.pem"        # CREDMAN_TLS_CERT
 tls_key = "server.key"         # CREDMAN_TLS_KEY
+public_url = "https://credman.example"  # CREDMAN_PUBLIC_URL (OAuth callbacks come back here)
+return_to = ["https://app.example/connected"]  # CREDMAN_RETURN_TO (comma-separated)
 [scheduler]
 enabled = true                 # CREDMAN_SCHEDULER
 interval = 30                  # CREDMAN_INTERVAL (seconds)
@@ -36,6 +38,7 @@ from typing import Any
 
 from credman.crypto import Secret
 from credman.errors import CredentialValidationError
+from credman.server.urls import check_base_url
 
 __all__ = ["ServerSettings", "is_loopback", "load_settings"]
 
@@ -45,6 +48,8 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "uds": ("server", "uds", "CREDMAN_UDS"),
     "tls_cert": ("server", "tls_cert", "CREDMAN_TLS_CERT"),
     "tls_key": ("server", "tls_key", "CREDMAN_TLS_KEY"),
+    "public_url": ("server", "public_url", "CREDMAN_PUBLIC_URL"),
+    "return_to": ("server", "return_to", "CREDMAN_RETURN_TO"),
     "scheduler": ("scheduler", "enabled", "CREDMAN_SCHEDULER"),
     "interval": ("scheduler", "interval", "CREDMAN_INTERVAL"),
     "admins": ("access", "admins", "CREDMAN_ADMINS"),
@@ -74,6 +79,8 @@ class ServerSettings:
     max_body_bytes: int = 64 * 1024
     auth_max_failures: int = 5
     auth_lockout: float = 300.0
+    public_url: str | None = None
+    return_to: tuple[str, ...] = ()
 
     @property
     def bind(self) -> tuple[str, int] | None:
@@ -110,6 +117,7 @@ class ServerSettings:
             _bad("webhook_url", "an http(s) URL")
         if self.webhook_url is not None and self.webhook_secret is None:
             _bad("webhook_secret", "a webhook URL needs a secret (CREDMAN_WEBHOOK_SECRET or _FILE)")
+        _check_connect_urls(self.public_url, self.return_to)
         return self
 
 
@@ -171,7 +179,7 @@ def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(ServerSettings)}[name]
     try:
-        if name == "admins":
+        if name in ("admins", "return_to"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(str(item).strip() for item in items if str(item).strip())
         if kind == "bool":
@@ -216,6 +224,13 @@ def _webhook_secret(settings: ServerSettings, env: Mapping[str, str]) -> Secret 
         return Secret(text) if text else None
     text = env.get("CREDMAN_WEBHOOK_SECRET", "")
     return Secret(text) if text else None
+
+
+def _check_connect_urls(public_url: str | None, return_to: tuple[str, ...]) -> None:
+    if public_url is not None:
+        check_base_url(public_url, "public_url")
+    for url in return_to:
+        check_base_url(url, "return_to")
 
 
 def _bad(name: str, why: str) -> Any:

@@ -396,3 +396,161 @@ def test_device_connect_denied_changes_nothing(
         raised.value.error_code,
         mgr.info("dev", principal="admin").state,
     )
+
+
+# -- the callback entry (state alone), the sweep, key rotation -------------------------------
+
+
+def test_a_callback_completes_as_the_principal_that_opened_it(
+    mgr: CredentialManager, provider: TokenServer
+) -> None:
+    """complete_callback needs no principal: the session's (ops) completes it, audited as ops."""
+    from credman import Permission
+
+    mgr.grant("ops", "gh", {Permission.MANAGE}, principal="admin")
+    mgr.store("gh", pending(provider), principal="admin")
+    session = mgr.connect(
+        "gh", redirect_uri=REDIRECT, principal="ops", return_to="https://app.example/done"
+    )
+    params = browse(session)
+    outcome = mgr.complete_callback(
+        state=params["state"], code=params["code"], redirect_uri=REDIRECT
+    )
+    completed = [
+        e.principal
+        for e in mgr.audit_events(principal="admin", credential_id="gh")
+        if e.action == "connect" and e.detail.get("stage") == "completed"
+    ]
+    assert (True, "gh", "https://app.example/done", State.ACTIVE, ["ops"]) == (
+        outcome.ok,
+        outcome.credential_id,
+        outcome.return_to,
+        outcome.info.state if outcome.info else None,
+        completed,
+    )
+
+
+def test_a_callback_with_an_unknown_state_is_refused_as_the_callback(
+    mgr: CredentialManager, provider: TokenServer
+) -> None:
+    """A forged state: invalid_state, no credential named, audited as system:oauth-callback."""
+    _, params = started(mgr, provider)
+    outcome = mgr.complete_callback(
+        state="forged-" + params["state"], code=params["code"], redirect_uri=REDIRECT
+    )
+    failure = mgr.audit_events(principal="admin", outcome="failed")[-1]
+    assert outcome.failure is not None and isinstance(outcome.failure, AuthorizationFailed)
+    assert ("invalid_state", None, "system:oauth-callback", State.CREATED) == (
+        outcome.failure.error_code,
+        outcome.credential_id,
+        failure.principal,
+        mgr.info("gh", principal="admin").state,
+    )
+
+
+def test_a_replayed_callback_is_refused_with_the_session_return_to(
+    mgr: CredentialManager, provider: TokenServer
+) -> None:
+    """The second callback with the same state: state_reused, credential and return_to named."""
+    mgr.store("gh", pending(provider), principal="admin")
+    session = mgr.connect(
+        "gh", redirect_uri=REDIRECT, principal="admin", return_to="https://app.example/done"
+    )
+    params = browse(session)
+    first = mgr.complete_callback(state=params["state"], code=params["code"], redirect_uri=REDIRECT)
+    again = mgr.complete_callback(state=params["state"], code=params["code"], redirect_uri=REDIRECT)
+    assert isinstance(again.failure, AuthorizationFailed)
+    assert (True, "state_reused", "gh", "https://app.example/done", 2) == (
+        first.ok,
+        again.failure.error_code,
+        again.credential_id,
+        again.return_to,
+        mgr.info("gh", principal="admin").version,
+    )
+
+
+def test_a_callback_for_another_redirect_uri_is_refused(
+    mgr: CredentialManager, provider: TokenServer
+) -> None:
+    """A session opened for REDIRECT cannot be completed through another callback address."""
+    _, params = started(mgr, provider)
+    outcome = mgr.complete_callback(
+        state=params["state"], code=params["code"], redirect_uri="https://other.example/cb"
+    )
+    assert isinstance(outcome.failure, AuthorizationFailed)
+    assert ("redirect_uri_mismatch", State.CREATED) == (
+        outcome.failure.error_code,
+        mgr.info("gh", principal="admin").state,
+    )
+
+
+def test_the_connect_scope_reaches_the_provider(
+    mgr: CredentialManager, provider: TokenServer
+) -> None:
+    """connect(scope=...) asks the provider for that scope instead of the credential's."""
+    mgr.store("gh", pending(provider), principal="admin")
+    browse(mgr.connect("gh", redirect_uri=REDIRECT, principal="admin", scope="read write"))
+    assert "read write" == provider.authorization_requests[-1].scope
+
+
+def test_return_to_must_be_an_https_url(mgr: CredentialManager, provider: TokenServer) -> None:
+    """A return_to that is not an https URL is refused naming the field."""
+    mgr.store("gh", pending(provider), principal="admin")
+    with pytest.raises(CredentialValidationError, match="return_to"):
+        mgr.connect("gh", redirect_uri=REDIRECT, principal="admin", return_to="javascript:x")
+
+
+def test_the_sweep_forgets_expired_sessions_only(
+    mgr: CredentialManager, provider: TokenServer, clock: Clock, database_url: str
+) -> None:
+    """At 11 minutes the tick deletes the session opened at 0, keeps the one opened at 5."""
+    _, old = started(mgr, provider)
+    clock.offset += timedelta(minutes=5)
+    young_session = mgr.connect("gh", redirect_uri=REDIRECT, principal="admin")
+    clock.offset += timedelta(minutes=6)
+    report = mgr.tick()
+    left = session_rows(database_url)
+    young = browse(young_session)  # the provider's code lives a minute: ask for it now
+    outcome = mgr.complete_callback(state=old["state"], code=old["code"], redirect_uri=REDIRECT)
+    assert isinstance(outcome.failure, AuthorizationFailed)
+    assert (1, 1, "invalid_state", True) == (
+        report.sessions_deleted,
+        len(left),
+        outcome.failure.error_code,
+        mgr.complete_callback(state=young["state"], code=young["code"], redirect_uri=REDIRECT).ok,
+    )
+
+
+def test_the_sweep_deletes_in_bounded_batches(
+    mgr: CredentialManager, provider: TokenServer, clock: Clock
+) -> None:
+    """delete_expired takes at most its limit, oldest first; the rest wait for the next call."""
+    from credman.storage import connect as connect_rows
+    from credman.storage import write
+
+    mgr.store("gh", pending(provider), principal="admin")
+    for _ in range(3):
+        mgr.connect("gh", redirect_uri=REDIRECT, principal="admin")
+    with write(mgr.engine) as connection:
+        first = connect_rows.delete_expired(connection, clock() + timedelta(hours=1), 2)
+    with write(mgr.engine) as connection:
+        second = connect_rows.delete_expired(connection, clock() + timedelta(hours=1), 2)
+    assert (2, 1) == (first, second)
+
+
+def test_a_session_opened_before_a_rotation_completes_after_retiring_the_old_key(
+    mgr: CredentialManager, provider: TokenServer, database_url: str
+) -> None:
+    """Rotate (which re-wraps the session's data key), retire the old version, then complete."""
+    _, params = started(mgr, provider)
+    old = mgr.key_status(principal="admin").primary
+    mgr.rotate_keys(principal="admin")
+    versions = mgr.retire_key(old, principal="admin")
+    on_disk = session_rows(database_url)[0]["key_version"]
+    info = mgr.complete_connect(state=params["state"], code=params["code"], principal="admin")
+    assert (old not in versions, old + 1, State.ACTIVE, True) == (
+        True,
+        on_disk,
+        info.state,
+        provider.is_valid(token_of(mgr)),
+    )

@@ -34,6 +34,7 @@ EXTRA_NAMES = {
     "AuthorizationFailed",
     "Clock",
     "ConcurrentUpdate",
+    "ConnectOutcome",
     "ConnectSession",
     "DeviceAuthorization",
     "Credential",

@@ -62,12 +62,16 @@ def free_port() -> int:
 
 @contextmanager
 def running_service(
-    manager: CredentialManager, directory: Path, settings: ServerSettings | None = None
+    manager: CredentialManager,
+    directory: Path,
+    settings: ServerSettings | None = None,
+    port: int | None = None,
 ) -> Iterator[Service]:
-    """uvicorn with TLS on 127.0.0.1 in a thread, serving ``create_app(manager)``."""
+    """uvicorn with TLS on 127.0.0.1 in a thread, serving ``create_app(manager)`` (on
+    ``port`` when given: settings that name the service's own URL need it beforehand)."""
     ca_file, cert_file, key_file = issue_tls(directory)
     app = create_app(manager, settings)
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -98,10 +102,13 @@ def running_service(
 
 @pytest.fixture
 def serve_app(tmp_path: Path) -> Callable[..., Any]:
-    """``serve_app(manager, settings=None)``: a context manager running the API over TLS."""
+    """``serve_app(manager, settings=None, port=None)``: a context manager running the API
+    over TLS."""
 
-    def start(manager: CredentialManager, settings: ServerSettings | None = None) -> Any:
-        return running_service(manager, tmp_path, settings)
+    def start(
+        manager: CredentialManager, settings: ServerSettings | None = None, port: int | None = None
+    ) -> Any:
+        return running_service(manager, tmp_path, settings, port)
 
     return start
 

@@ -29,6 +29,8 @@ def test_every_api_route_is_published() -> None:
         "/v1/credentials/{credential_id}/history",
         "/v1/credentials/{credential_id}/refresh",
         "/v1/credentials/{credential_id}/revoke",
+        "/v1/credentials/{credential_id}/connect",
+        "/v1/oauth/callback",
         "/v1/grants",
         "/v1/audit",
         "/v1/audit/verify",
@@ -110,3 +112,43 @@ def test_webhook_secret_never_in_repr(tmp_path: Path) -> None:
     assert settings.webhook_secret is not None
     assert "CANARY-webhook-0123456789" == settings.webhook_secret.reveal()
     assert "CANARY" not in repr(settings)
+
+
+def test_public_url_and_return_to_from_file_and_environment(tmp_path: Path) -> None:
+    """[server] public_url and a return_to list from the file; CREDMAN_RETURN_TO is comma-separated."""
+    config = tmp_path / "credman.toml"
+    config.write_text(
+        '[server]\npublic_url = "https://credman.example"\nreturn_to = ["https://a.example/x"]\n'
+    )
+    from_file = load_settings(config, environ={})
+    from_env = load_settings(
+        config, environ={"CREDMAN_RETURN_TO": "https://b.example/y, https://c.example/"}
+    )
+    assert (
+        "https://credman.example",
+        ("https://a.example/x",),
+        ("https://b.example/y", "https://c.example/"),
+    ) == (from_file.public_url, from_file.return_to, from_env.return_to)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CREDMAN_PUBLIC_URL", "http://credman.example"),
+        ("CREDMAN_PUBLIC_URL", "https://credman.example/?x=1"),
+        ("CREDMAN_PUBLIC_URL", "credman.example"),
+        ("CREDMAN_RETURN_TO", "https://ok.example/,http://app.example/"),
+        ("CREDMAN_RETURN_TO", "https://app.example/#top"),
+    ],
+)
+def test_connect_urls_must_be_https_without_query_or_fragment(variable: str, value: str) -> None:
+    """Plain http off loopback, a query, a fragment or no scheme: one line naming the setting."""
+    name = variable.removeprefix("CREDMAN_").lower()
+    with pytest.raises(CredentialValidationError, match=f"^{name}: an https URL"):
+        load_settings(environ={variable: value, "CREDMAN_HTTP": "127.0.0.1:0"})
+
+
+def test_plain_http_public_url_is_allowed_on_loopback() -> None:
+    """http://127.0.0.1:8080 is a valid public_url (a local service)."""
+    settings = load_settings(environ={"CREDMAN_PUBLIC_URL": "http://127.0.0.1:8080"})
+    assert "http://127.0.0.1:8080" == settings.public_url
