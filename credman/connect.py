@@ -195,7 +195,7 @@ class Connections:
         return ConnectSession(credential_id, url, redirect_uri, expires_at)
 
     def _connectable(self, act: Act, credential_id: str) -> OAuth2:
-        row = repository.load_credential(act.connection, credential_id)
+        row = self._operations.load(act.connection, credential_id)
         ensure_not_revoked(row)
         credential = self._keys.open(row)
         if not isinstance(credential, OAuth2) or credential.authorization_url is None:
@@ -392,7 +392,7 @@ class Connections:
         """Store the granted tokens: ``activate`` a CREATED credential, else ``reauthorize``."""
         with self._operations.run("connect", principal, credential_id) as connection:
             act = self._operations.act(connection, principal, credential_id, _MANAGE, now=sent_at)
-            row = repository.load_credential(connection, credential_id, for_update=True)
+            row = self._operations.load(connection, credential_id, for_update=True)
             current = self._keys.open(row)
             assert isinstance(current, OAuth2)  # checked when the connect started
             credential = merged(current, grant, sent_at, self._policy.clock_skew)
@@ -437,7 +437,7 @@ class Connections:
         credential_id = check_credential_id(credential_id)
         with self._operations.run("connect", principal, credential_id) as connection:
             act = self._operations.act(connection, principal, credential_id, _MANAGE)
-            credential = self._keys.open(repository.load_credential(connection, credential_id))
+            credential = self._keys.open(self._operations.load(connection, credential_id))
             if not isinstance(credential, OAuth2) or credential.device_authorization_url is None:
                 raise CredentialValidationError(
                     "credential: the device grant needs an OAuth2 device_authorization_url",

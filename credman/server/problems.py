@@ -20,6 +20,7 @@ from credman.errors import (
     CredentialError,
     CredentialUnusable,
     CredentialValidationError,
+    IntegrityError,
     InvalidTransition,
     NotFound,
     RefreshFailed,
@@ -88,6 +89,9 @@ def problem_for(exc: CredentialError) -> ProblemResponse:
         return problem(409, str(exc), error=_name(exc))
     if isinstance(exc, RefreshFailed):
         return problem(502, str(exc), permanent=exc.permanent)
+    if isinstance(exc, IntegrityError):  # a row written without the key: refused, reported
+        logger.error("request refused a tampered row: {}", exc)
+        return problem(500, str(exc), error=_name(exc))
     if isinstance(exc, StorageError):
         return problem(503, "the credential store is unavailable; retry later")
     logger.error("request failed: {}", type(exc).__name__)

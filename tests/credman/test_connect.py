@@ -20,7 +20,7 @@ from credman import (
     State,
 )
 from credman.connect import ConnectSession
-from credman.errors import AuthorizationFailed
+from credman.errors import AuthorizationFailed, IntegrityError
 from credman.notify import CredentialEvent, EventKind
 from credman.oauth import parse_callback
 from credman.testing.provider import TokenServer
@@ -554,3 +554,27 @@ def test_a_session_opened_before_a_rotation_completes_after_retiring_the_old_key
         info.state,
         provider.is_valid(token_of(mgr)),
     )
+
+
+def test_connect_refuses_an_older_row_put_back(
+    mgr: CredentialManager, provider: TokenServer
+) -> None:
+    """The CREATED row from before the first connect, restored whole (MAC and all) after it,
+    is behind its history: connect and re-authorise refuse it instead of working on it."""
+    from sqlalchemy import select, update
+
+    from credman.storage.repository import CREDENTIALS as table
+
+    engine = create_engine(mgr.engine.url)
+    mgr.store("gh", pending(provider), principal="admin")
+    with engine.connect() as connection:
+        old = dict(connection.execute(select(table).where(table.c.id == "gh")).one()._mapping)
+    session = mgr.connect("gh", redirect_uri=REDIRECT, principal="admin")
+    params = browse(session)
+    mgr.complete_connect(state=params["state"], code=params["code"], principal="admin")
+    with engine.begin() as connection:
+        values = {k: v for k, v in old.items() if k != "id"}
+        connection.execute(update(table).where(table.c.id == "gh").values(**values))
+    engine.dispose()
+    with pytest.raises(IntegrityError, match="older row was restored"):
+        mgr.connect("gh", redirect_uri=REDIRECT, principal="admin")

@@ -438,3 +438,21 @@ def test_unix_socket_serves_the_same_api(
     assert f"Bearer {github}" == got.json()["headers"]["Authorization"]
     (denied,) = mgr.audit_events(principal=ADMIN, outcome="denied", credential_id="stripe")
     assert "unix" == denied.detail["peer"]
+
+
+def test_a_tampered_row_is_a_named_problem_not_a_generic_failure(
+    service: Any, mgr: CredentialManager, admin_token: str, database_url: str
+) -> None:
+    """A row changed without the key (here: its state) answers 500 with ``error``
+    IntegrityError and a detail that says what is wrong, never the material."""
+    from sqlalchemy import create_engine, text
+
+    mgr.store("github-t", BearerToken(token="tampered-canary-5e1"), principal=ADMIN)
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE credential SET attempts = 7 WHERE id = 'github-t'"))
+    engine.dispose()
+    answer = service.call("GET", "/v1/credentials/github-t", admin_token)
+    assert (500, "IntegrityError") == (answer.status_code, answer.json()["error"])
+    assert "fails its MAC" in answer.json()["detail"]
+    assert "tampered-canary" not in answer.text
