@@ -55,6 +55,8 @@ __all__ = ["CredentialManager"]
 
 C = TypeVar("C", bound=Credential)
 T = TypeVar("T")
+EVENTS_CLOSE_TIMEOUT = 5.0
+"""How long ``close`` waits for queued events to reach the hooks."""
 
 
 class CredentialManager:
@@ -75,6 +77,7 @@ class CredentialManager:
         http_client: httpx.Client | None = None,
         egress: EgressPolicy | None = None,
         notify_refreshed: bool = False,
+        background_hooks: bool = True,
     ) -> None:
         settings = Settings.from_env(database_url=database_url, key_file=key_file)
         provider = key_provider or (
@@ -101,7 +104,8 @@ class CredentialManager:
             raise
         access = AccessPolicy(settings.admins if admins is None else admins)
         ops = Operations(self._engine, AuditLog(keyring.audit_key()), access, self.clock)
-        notifier = Notifier(hooks, refreshed_events=notify_refreshed)
+        notifier = Notifier(hooks, refreshed_events=notify_refreshed, background=background_hooks)
+        self._notifier = notifier
         self.keys = KeyManager(provider, keyring, ops)
         self._refresher = Refresher(ops, self.keys, notifier, self.policy, self._http)
         self._credentials = Credentials(ops, self.keys, self._refresher, notifier, self.policy)
@@ -147,10 +151,24 @@ class CredentialManager:
         self.close()
 
     def close(self) -> None:
-        """Release database connections and the HTTP client."""
+        """Deliver queued events (at most ``EVENTS_CLOSE_TIMEOUT`` seconds), then release
+        database connections and the HTTP client."""
+        notifier = getattr(self, "_notifier", None)  # absent when __init__ failed early
+        if notifier is not None:
+            notifier.close(EVENTS_CLOSE_TIMEOUT)
         self._engine.dispose()
         if self._owns_http:
             self._http.close()
+
+    def flush_events(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every event emitted so far was handed to the hooks (they run in a
+        background thread); False if ``timeout`` seconds ran out first."""
+        return self._notifier.flush(timeout)
+
+    @property
+    def dropped_events(self) -> int:
+        """Events the outbox dropped: it was full, or they were queued at ``close``."""
+        return self._notifier.dropped
 
     # -- schema ---------------------------------------------------------------------------
 
