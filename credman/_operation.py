@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from credman.access import AccessPolicy, Actor, SystemPrincipal, check_principal
-from credman.audit import AuditLog
+from credman.audit import HISTORY_DIGEST, HISTORY_IDS, AuditLog, history_digest
 from credman.clock import Clock
 from credman.errors import AccessDenied, CredentialError, CredentialValidationError, StorageError
 from credman.lifecycle import Permission, State, Subject, fire
@@ -40,6 +40,8 @@ class Act:
     principal: Actor
     held: frozenset[Permission]
     now: datetime
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """History rows written in this act and not yet bound by an audit row."""
 
     @property
     def name(self) -> str:
@@ -172,8 +174,8 @@ class Operations:
         )
         state = fire(subject, trigger)
         version = record.version + 1
-        repository.append_history(
-            act.connection,
+        self.append_history(
+            act,
             credential_id=record.id,
             from_state=record.state,
             to_state=state,
@@ -191,6 +193,11 @@ class Operations:
             return version
         return repository.update_credential(act.connection, record.id, record.version, changes)
 
+    def append_history(self, act: Act, **values: Any) -> None:
+        """Write one history row; the act's next audit row binds it (ids and a digest)."""
+        row_id = repository.append_history(act.connection, **values)
+        act.history.append({**values, "id": row_id})
+
     def audit(
         self,
         act: Act,
@@ -199,7 +206,12 @@ class Operations:
         outcome: str = "ok",
         **detail: Any,
     ) -> None:
-        """Append an audit event inside the act's transaction."""
+        """Append an audit event inside the act's transaction; it binds the history rows the
+        act wrote since its last audit event (their ids and a digest of their fields)."""
+        if act.history:
+            detail[HISTORY_IDS] = ",".join(str(row["id"]) for row in act.history)
+            detail[HISTORY_DIGEST] = history_digest(act.history)
+            act.history.clear()
         self.audit_log.append(
             act.connection,
             at=act.now,

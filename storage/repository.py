@@ -144,9 +144,9 @@ def append_history(
     reason: str | None,
     at: datetime,
     version: int,
-) -> None:
-    """Record one fired transition."""
-    connection.execute(
+) -> int:
+    """Record one fired transition; its row id."""
+    result = connection.execute(
         _APPEND_HISTORY,
         {
             "credential_id": credential_id,
@@ -159,6 +159,7 @@ def append_history(
             "version": version,
         },
     )
+    return int(result.inserted_primary_key[0])
 
 
 def history_rows(connection: Connection, credential_id: str) -> list[HistoryRecord]:
