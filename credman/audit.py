@@ -427,6 +427,10 @@ class AuditLog:
         return [_event(row) for row in rows]
 
 
+_HistoryProblem = tuple[int | None, str, int | None]
+"""The audit row that binds the bad history row (if any), the problem, the history row."""
+
+
 class _HistoryCheck:
     """Checks history rows against the audit rows that bind them, a batch at a time."""
 
@@ -443,7 +447,7 @@ class _HistoryCheck:
         if isinstance(value, int) and not isinstance(value, bool):
             self._through = max(self._through, value)
 
-    def bind(self, seq: int, detail: Mapping[str, Any]) -> tuple[int, str, int | None] | None:
+    def bind(self, seq: int, detail: Mapping[str, Any]) -> _HistoryProblem | None:
         ids = _bound_ids(detail)
         if ids is None:
             return None
@@ -452,7 +456,7 @@ class _HistoryCheck:
         self._pending.append((seq, ids, detail.get(HISTORY_DIGEST)))
         return self._check() if len(self._pending) >= self._batch else None
 
-    def _check(self) -> tuple[int, str, int | None] | None:
+    def _check(self) -> _HistoryProblem | None:
         pending, self._pending = self._pending, []
         found = chain.history_by_id(self._connection, [i for _, ids, _ in pending for i in ids])
         for seq, ids, digest in pending:
@@ -471,7 +475,7 @@ class _HistoryCheck:
             self.checked += len(ids)
         return None
 
-    def finish(self) -> tuple[int, str, int | None] | None:
+    def finish(self) -> _HistoryProblem | None:
         """Check what is pending, then that every history row newer than the oldest bound
         one (and newer than the archived ones) is bound: an unbound one was inserted."""
         bad = self._check()

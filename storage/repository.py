@@ -159,7 +159,9 @@ def append_history(
             "version": version,
         },
     )
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def history_rows(connection: Connection, credential_id: str) -> list[HistoryRecord]:
