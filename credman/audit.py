@@ -107,6 +107,8 @@ class AuditReport:
     history_unchecked: int = 0
     """History rows older than the first one the chain (after its anchor) binds: written
     before history was bound, or bound by archived rows."""
+    heads_checked: int = 0
+    """Exported heads (``--heads``) found on the chain with their hashes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +306,7 @@ class AuditLog:
             anchor_seq=start,
             history_checked=history.checked,
             history_unchecked=history.unchecked,
+            heads_checked=len([seq for seq in wanted if seq > start]),
         )
 
     # -- retention ------------------------------------------------------------------------
@@ -405,6 +408,19 @@ class AuditLog:
         if not hmac.compare_digest(self._hash(previous, canonical), row.hash):
             return "hash does not match the row's content (edited)"
         return None
+
+    def export_batches(
+        self, engine: Engine, *, after: int = 0, batch: int = 1000
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The rows after ``after`` in the archive's line format, ``batch`` at a time, each
+        batch read in a read transaction of its own (closed before the batch is yielded)."""
+        while True:
+            with read(engine) as connection:
+                rows = chain.events_after(connection, after, batch)
+            if not rows:
+                return
+            yield [_archive_line(row) for row in rows]
+            after = rows[-1].seq
 
     def events(
         self,

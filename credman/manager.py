@@ -10,10 +10,10 @@ from __future__ import annotations
 import builtins
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
-from typing import Self, TypeVar, overload
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self, TypeVar, overload
 
 import httpx
 from sqlalchemy import Engine
@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from credman._operation import Operations
 from credman.access import AccessPolicy, Grant
 from credman.audit import ArchiveReport, AuditEvent, AuditLog, AuditReport, audit_context
+from credman.audit_export import AuditHeadExporter, HeadSigner, load_private_key
 from credman.audit_trail import AuditTrail
 from credman.clock import Clock, as_clock
 from credman.config import Settings
@@ -42,7 +43,7 @@ from credman.keys import (
 )
 from credman.lifecycle import Credential, Permission, RefreshPolicy, State
 from credman.models import Access, CredentialInfo, Transition
-from credman.notify import Hook, Notifier
+from credman.notify import Hook, Notifier, WebhookNotifier
 from credman.oauth.device import DeviceAuthorization
 from credman.principals import PrincipalInfo, Principals
 from credman.probes import ProbeResult, Probes
@@ -114,7 +115,7 @@ class CredentialManager:
         )
         self._sweep = Sweep(ops, self._refresher, self._probes, notifier)
         self._grants = Grants(ops)
-        self._audit = AuditTrail(ops)
+        self._audit = AuditTrail(ops, HeadSigner(keyring.audit_head_key()))
         self._connections = Connections(ops, self.keys, notifier, self.policy, self._http)
         self._principals = Principals(
             ops,
@@ -430,12 +431,68 @@ class CredentialManager:
 
     # -- audit ----------------------------------------------------------------------------
 
-    def verify_audit(self, anchor: tuple[int, str] | None = None) -> AuditReport:
-        """Recompute the audit chain; the report names the first bad row.
+    def verify_audit(
+        self,
+        anchor: tuple[int, str] | None = None,
+        *,
+        heads: str | os.PathLike[str] | None = None,
+        public_key: str | os.PathLike[str] | None = None,
+    ) -> AuditReport:
+        """Recompute the audit chain (and every history row it binds); the report names
+        the first bad row.
 
-        Pass an ``anchor`` (a head exported earlier) to detect a rewrite of the newest rows.
+        Pass an ``anchor`` (a head exported earlier) or ``heads``, a file of signed heads
+        the service exported (:meth:`audit_head_exporter`), to detect a rewrite of the
+        newest rows; each head's MAC is checked, and with ``public_key`` (PEM) its Ed25519
+        signature.
         """
-        return self._audit.verify(anchor)
+        return self._audit.verify(anchor, heads=heads, public_key=public_key)
+
+    def export_audit(
+        self,
+        write: Callable[[Mapping[str, Any]], None],
+        *,
+        principal: str,
+        after: int = 0,
+    ) -> tuple[int, int]:
+        """Pass every audit row after ``after`` to ``write`` as a JSON-ready dict, oldest
+        first, read a batch at a time (needs ``audit`` on ``*``); the count and last seq."""
+        return self._audit.export(write, principal=principal, after=after)
+
+    def audit_head_exporter(
+        self,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: bytes | None = None,
+        interval: float = 300.0,
+        signing_key: str | os.PathLike[str] | None = None,
+    ) -> AuditHeadExporter:
+        """An exporter of signed audit heads to ``file`` (JSON lines, 0600, fsynced) and/or
+        POSTed to ``webhook_url`` (signed with ``webhook_secret`` like every webhook);
+        ``signing_key`` (an Ed25519 PEM) adds a signature anyone with the public key can
+        check. Call ``start()`` to export every ``interval`` seconds, ``stop()`` to end."""
+        webhook = None
+        if webhook_url is not None:
+            if not webhook_secret:
+                raise CredentialValidationError(
+                    "head_webhook_url: needs the webhook secret (CREDMAN_WEBHOOK_SECRET or _FILE)",
+                    fields=("webhook_secret",),
+                )
+            webhook = WebhookNotifier(webhook_url, webhook_secret, client=self._http)
+        key = None if signing_key is None else load_private_key(signing_key)
+        return AuditHeadExporter(
+            self.audit_head,
+            HeadSigner(self.keys.keyring.audit_head_key(), key),
+            database=self.database_url,
+            file=file,
+            webhook=webhook,
+            interval=interval,
+            now=self._operations_now,
+        )
+
+    def _operations_now(self) -> datetime:
+        return self.clock.now().astimezone(UTC)
 
     def archive_audit(
         self, *, before_seq: int, path: str | os.PathLike[str], principal: str

@@ -256,10 +256,15 @@ class WebhookNotifier:
         ``timeout`` bounds each attempt as a whole (connect to last byte, not per read) and
         ``total`` all attempts and pauses together, so a slow receiver costs at most that.
         """
-        body = event.to_json()
+        if not self.send(event.to_json(), event.kind.value):
+            logger.warning("webhook gave up on {} for {!r}", event.kind.value, event.credential_id)
+
+    def send(self, body: bytes, kind: str) -> bool:
+        """POST ``body`` (JSON) as event ``kind``, signed, with the retries and deadlines
+        of ``__call__``; whether the receiver took it."""
         headers = {
             "Content-Type": "application/json",
-            "X-Credman-Event": event.kind.value,
+            "X-Credman-Event": kind,
             "X-Credman-Signature": self.signature(body),
         }
         ends = time.monotonic() + self._total
@@ -268,11 +273,11 @@ class WebhookNotifier:
             if left <= 0:
                 break
             if self._deliver(body, headers, min(self._timeout, left)):
-                return
+                return True
             pause = backoff_delay(attempt, base=0.2, cap=2.0)
             if attempt + 1 < self._attempts and time.monotonic() + pause < ends:
                 self._sleep(pause)
-        logger.warning("webhook gave up on {} for {!r}", event.kind.value, event.credential_id)
+        return False
 
     def _deliver(self, body: bytes, headers: dict[str, str], seconds: float) -> bool:
         deadline = Deadline(seconds)

@@ -52,6 +52,7 @@ _FORMAT = "credman-keyring/1"
 _AUDIT_INFO = b"credman/audit-hmac/v1"
 _PRINCIPAL_TOKEN_INFO = b"credman/principal-token-hmac/v1"
 _PRINCIPAL_RECORD_INFO = b"credman/principal-record-mac/v1"
+_AUDIT_HEAD_INFO = b"credman/audit-head-mac/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,10 @@ class Keyring:
     def principal_record_key(self) -> bytes:
         """The MAC key that authenticates principal rows (their own HKDF label)."""
         return self._derive(_PRINCIPAL_RECORD_INFO)
+
+    def audit_head_key(self) -> bytes:
+        """The MAC key that signs exported audit heads (their own HKDF label)."""
+        return self._derive(_AUDIT_HEAD_INFO)
 
     def _derive(self, info: bytes) -> bytes:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info)

@@ -13,6 +13,7 @@ from credman.storage.tables import AuditEventRow, AuditHeadRow, HistoryRow
 
 __all__ = [
     "HISTORY_FIELDS",
+    "events_after",
     "events_between",
     "history_by_id",
     "history_ids",
@@ -96,6 +97,12 @@ def stream_events(connection: Connection, batch: int, *, after: int = 0) -> Iter
     while rows:
         yield from (AuditRecord.from_row(row) for row in rows)
         rows = connection.execute(query.where(_EVENTS.c.seq > rows[-1].seq)).all()
+
+
+def events_after(connection: Connection, after: int, limit: int) -> list[AuditRecord]:
+    """Up to ``limit`` rows with ``seq > after``, in sequence order."""
+    query = select(_EVENTS).where(_EVENTS.c.seq > after).order_by(_EVENTS.c.seq).limit(limit)
+    return [AuditRecord.from_row(row) for row in connection.execute(query)]
 
 
 def events_between(connection: Connection, after: int, before: int) -> Iterator[AuditRecord]:
