@@ -51,6 +51,7 @@ __all__ = [
     "HeadSigner",
     "JsonLinesSink",
     "SyslogSink",
+    "check_head_export",
     "head_payload",
     "load_private_key",
     "load_public_key",
@@ -210,6 +211,23 @@ def append_line(path: Path, line: str) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def check_head_export(file: str | None, webhook_url: str | None, interval: float) -> None:
+    """The head-export settings, checked: one-line errors naming the setting."""
+    if webhook_url is not None and not webhook_url.startswith(("https://", "http://")):
+        raise CredentialValidationError(
+            "head_webhook_url: an http(s) URL", fields=("head_webhook_url",)
+        )
+    if not 1 <= interval <= 86400:
+        raise CredentialValidationError(
+            "head_interval: seconds between exported heads, from 1 to 86400",
+            fields=("head_interval",),
+        )
+    if file is not None and not Path(file).parent.is_dir():
+        raise CredentialValidationError(
+            f"head_file: no directory {Path(file).parent} to write it in", fields=("head_file",)
+        )
 
 
 class AuditHeadExporter:

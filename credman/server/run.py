@@ -54,7 +54,33 @@ def serve(
         manager.configure_auth_throttle(
             max_failures=settings.auth_max_failures, lockout=settings.auth_lockout
         )
-        return _run(manager, settings, workers, ready, stop)
+        exporter = _head_exporter(manager, settings)
+        if exporter is not None:
+            exporter.start()
+        try:
+            return _run(manager, settings, workers, ready, stop)
+        finally:
+            if exporter is not None:
+                exporter.stop()  # one last head: the one the service stopped at
+
+
+def _head_exporter(manager: CredentialManager, settings: ServerSettings) -> Any:
+    """The signed-head exporter ``[audit]`` asks for (None: not configured)."""
+    if settings.head_file is None and settings.head_webhook_url is None:
+        return None
+    secret = settings.webhook_secret
+    logger.info(
+        "credman serve: exporting signed audit heads every {:g} s to {}",
+        settings.head_interval,
+        " and ".join(x for x in (settings.head_file, settings.head_webhook_url) if x),
+    )
+    return manager.audit_head_exporter(
+        file=settings.head_file,
+        webhook_url=settings.head_webhook_url,
+        webhook_secret=None if secret is None else secret.reveal().encode(),
+        interval=settings.head_interval,
+        signing_key=settings.head_signing_key,
+    )
 
 
 def _stop_on_signals() -> threading.Event:

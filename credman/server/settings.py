@@ -17,6 +17,11 @@ admins = ["ops"]               # CREDMAN_ADMINS (comma-separated)
 [notify]
 webhook_url = "https://hooks.example/credman"   # CREDMAN_WEBHOOK_URL
 webhook_secret_file = "webhook.secret"  # CREDMAN_WEBHOOK_SECRET_FILE or _SECRET
+[audit]
+head_file = "/var/lib/credman/heads.jsonl"  # CREDMAN_AUDIT_HEAD_FILE: signed heads appended
+head_webhook_url = "https://anchor.example/h"  # CREDMAN_AUDIT_HEAD_WEBHOOK_URL (notify secret)
+head_interval = 300            # CREDMAN_AUDIT_HEAD_INTERVAL (seconds)
+head_signing_key = "head.key"  # CREDMAN_AUDIT_HEAD_SIGNING_KEY: Ed25519 PEM (optional)
 [limits]
 max_body_bytes = 65536         # CREDMAN_MAX_BODY_BYTES
 auth_max_failures = 5          # CREDMAN_AUTH_MAX_FAILURES (per token id; x6 per source)
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from credman.audit_export import check_head_export
 from credman.crypto import Secret
 from credman.errors import CredentialValidationError
 
@@ -50,6 +56,10 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "admins": ("access", "admins", "CREDMAN_ADMINS"),
     "webhook_url": ("notify", "webhook_url", "CREDMAN_WEBHOOK_URL"),
     "webhook_secret_file": ("notify", "webhook_secret_file", "CREDMAN_WEBHOOK_SECRET_FILE"),
+    "head_file": ("audit", "head_file", "CREDMAN_AUDIT_HEAD_FILE"),
+    "head_webhook_url": ("audit", "head_webhook_url", "CREDMAN_AUDIT_HEAD_WEBHOOK_URL"),
+    "head_interval": ("audit", "head_interval", "CREDMAN_AUDIT_HEAD_INTERVAL"),
+    "head_signing_key": ("audit", "head_signing_key", "CREDMAN_AUDIT_HEAD_SIGNING_KEY"),
     "max_body_bytes": ("limits", "max_body_bytes", "CREDMAN_MAX_BODY_BYTES"),
     "auth_max_failures": ("limits", "auth_max_failures", "CREDMAN_AUTH_MAX_FAILURES"),
     "auth_lockout": ("limits", "auth_lockout", "CREDMAN_AUTH_LOCKOUT"),
@@ -71,6 +81,10 @@ class ServerSettings:
     webhook_url: str | None = None
     webhook_secret_file: str | None = None
     webhook_secret: Secret | None = field(default=None, repr=False)
+    head_file: str | None = None
+    head_webhook_url: str | None = None
+    head_interval: float = 300.0
+    head_signing_key: str | None = None
     max_body_bytes: int = 64 * 1024
     auth_max_failures: int = 5
     auth_lockout: float = 300.0
@@ -86,7 +100,7 @@ class ServerSettings:
             _bad("http", "nothing to run: give --http or --uds, or keep the scheduler on")
         if (self.tls_cert is None) != (self.tls_key is None):
             _bad("tls_cert", "give --tls-cert and --tls-key together")
-        for name in ("tls_cert", "tls_key", "webhook_secret_file"):
+        for name in ("tls_cert", "tls_key", "webhook_secret_file", "head_signing_key"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 _bad(name, f"no readable file at {path}")
@@ -110,6 +124,11 @@ class ServerSettings:
             _bad("webhook_url", "an http(s) URL")
         if self.webhook_url is not None and self.webhook_secret is None:
             _bad("webhook_secret", "a webhook URL needs a secret (CREDMAN_WEBHOOK_SECRET or _FILE)")
+        check_head_export(self.head_file, self.head_webhook_url, self.head_interval)
+        if self.head_webhook_url is not None and self.webhook_secret is None:
+            _bad("webhook_secret", "a head webhook needs the webhook secret (..._SECRET or _FILE)")
+        if self.head_signing_key is not None and self.head_file is self.head_webhook_url is None:
+            _bad("head_signing_key", "signs exported heads: give head_file or head_webhook_url")
         return self
 
 
