@@ -29,6 +29,7 @@ EXTRA_NAMES = {
     "AccessAuth",
     "AuditError",
     "AuditEvent",
+    "AuditHeadExporter",
     "ArchiveReport",
     "AuditReport",
     "AuthorizationFailed",
