@@ -47,10 +47,12 @@ from credman.notify import WebhookNotifier
 __all__ = [
     "HEAD_EVENT",
     "HEAD_FORMAT",
+    "AuditForwarder",
     "AuditHeadExporter",
     "HeadSigner",
     "JsonLinesSink",
     "SyslogSink",
+    "check_forwarding",
     "check_head_export",
     "head_payload",
     "load_private_key",
@@ -230,6 +232,24 @@ def check_head_export(file: str | None, webhook_url: str | None, interval: float
         )
 
 
+def check_forwarding(file: str | None, syslog: str | None, interval: float) -> None:
+    """The forwarding settings, checked: one-line errors naming the setting."""
+    if file is not None and syslog is not None:
+        raise CredentialValidationError(
+            "forward_file: forward to a file or to syslog, not both", fields=("forward_file",)
+        )
+    if not 0.1 <= interval <= 86400:
+        raise CredentialValidationError(
+            "forward_interval: seconds between forwards, from 0.1 to 86400",
+            fields=("forward_interval",),
+        )
+    if file is not None and not Path(file).parent.is_dir():
+        raise CredentialValidationError(
+            f"forward_file: no directory {Path(file).parent} to write it in",
+            fields=("forward_file",),
+        )
+
+
 class AuditHeadExporter:
     """Exports a signed head now, and every ``interval`` seconds in a thread of its own."""
 
@@ -318,11 +338,16 @@ class JsonLinesSink:
     def __call__(self, row: Mapping[str, Any]) -> None:
         self._stream.write(json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n")
 
-    def close(self) -> None:
+    def flush(self) -> None:
         """Flush (and fsync a file this sink opened)."""
         self._stream.flush()
         if self._owned:
             os.fsync(self._stream.fileno())
+
+    def close(self) -> None:
+        """Flush, and close a file this sink opened."""
+        self.flush()
+        if self._owned:
             self._stream.close()
 
 
@@ -372,6 +397,92 @@ class SyslogSink:
         record = logging.makeLogRecord({"msg": message, "levelname": "INFO", "levelno": 20})
         self._handler.emit(record)
 
+    def flush(self) -> None:
+        """Nothing is buffered: each row was sent as it came."""
+
     def close(self) -> None:
         """Close the socket."""
         self._handler.close()
+
+
+def last_exported_seq(path: str | os.PathLike[str]) -> int:
+    """The ``seq`` of the last JSON line of an export file (0: no file, or no row yet)."""
+    try:
+        with open(path, "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - 65536))
+            lines = [line for line in file.read().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return 0
+    if not lines:
+        return 0
+    try:
+        seq = json.loads(lines[-1])["seq"]
+    except (ValueError, KeyError, TypeError):
+        raise CredentialValidationError(
+            f"forward_file: the last line of {path} is not an exported audit row",
+            fields=("forward_file",),
+        ) from None
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise CredentialValidationError(
+            f"forward_file: the last line of {path} is not an exported audit row",
+            fields=("forward_file",),
+        )
+    return seq
+
+
+class AuditForwarder:
+    """Forwards new audit rows to a sink every ``interval`` seconds, in a thread of its own.
+
+    ``export(write, after)`` passes the rows after ``after`` to ``write`` and returns the
+    count and the last seq; the forwarder remembers where it got to (in memory: a file
+    sink resumes from its last line, see :func:`last_exported_seq`).
+    """
+
+    def __init__(
+        self,
+        export: Callable[[Callable[[Mapping[str, Any]], None], int], tuple[int, int]],
+        sink: JsonLinesSink | SyslogSink,
+        *,
+        after: int,
+        interval: float = 5.0,
+    ) -> None:
+        self._export = export
+        self._sink = sink
+        self.after = after
+        self.interval = interval
+        self.forwarded = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"AuditForwarder(after={self.after})"
+
+    def forward(self) -> int:
+        """Forward the rows written since the last call; how many."""
+        count, self.after = self._export(self._sink, self.after)
+        self._sink.flush()
+        self.forwarded += count
+        return count
+
+    def start(self) -> None:
+        """Forward now, then every ``interval`` seconds until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._run, name="credman-audit-fwd", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Forward what is new one last time, then stop and close the sink."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._sink.close()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.forward()
+            except Exception as exc:  # the database or the receiver may be away: try again
+                logger.error("audit forwarding failed: {}", type(exc).__name__)
+            if self._stop.is_set():
+                return
+            self._stop.wait(self.interval)

@@ -22,7 +22,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from credman._operation import Operations
 from credman.access import AccessPolicy, Grant
 from credman.audit import ArchiveReport, AuditEvent, AuditLog, AuditReport, audit_context
-from credman.audit_export import AuditHeadExporter, HeadSigner, load_private_key
+from credman.audit_export import (
+    AuditForwarder,
+    AuditHeadExporter,
+    HeadSigner,
+    JsonLinesSink,
+    SyslogSink,
+    last_exported_seq,
+    load_private_key,
+)
 from credman.audit_trail import AuditTrail
 from credman.clock import Clock, as_clock
 from credman.config import Settings
@@ -490,6 +498,27 @@ class CredentialManager:
             interval=interval,
             now=self._operations_now,
         )
+
+    def audit_forwarder(
+        self, *, file: str | None = None, syslog: str | None = None, interval: float = 5.0
+    ) -> AuditForwarder:
+        """A forwarder of new audit rows, as JSON lines appended to ``file`` (it resumes
+        after the file's last row) or to ``syslog`` (``HOST:PORT`` or a socket path; it
+        starts at the current head). For the service's own configuration: it reads the
+        trail without a principal. Call ``start()``, then ``stop()``."""
+        if (file is None) == (syslog is None):
+            raise CredentialValidationError(
+                "forward_file: give a file or a syslog address, one of them",
+                fields=("forward_file",),
+            )
+        if file is not None:
+            after = last_exported_seq(file)
+            sink: JsonLinesSink | SyslogSink = JsonLinesSink(file)
+        else:
+            assert syslog is not None
+            after = self.audit_head()[0]
+            sink = SyslogSink(syslog)
+        return AuditForwarder(self._audit.export_unchecked, sink, after=after, interval=interval)
 
     def _operations_now(self) -> datetime:
         return self.clock.now().astimezone(UTC)

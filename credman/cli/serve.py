@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 from loguru import logger
 
-from credman.audit_export import check_head_export
+from credman.audit_export import check_forwarding, check_head_export
 from credman.cli.context import open_manager, operator_principal, options
 from credman.cli.output import ago, when
 from credman.config import Settings
@@ -116,17 +116,43 @@ def serve(
             report = scheduler.sweep()
             logger.info("credman serve: swept once: {}", _report(report))
             return
-        exporter = _head_exporter(manager, os.environ)
-        if exporter is not None:
+        exporters = [_head_exporter(manager, os.environ), _forwarder(manager, os.environ)]
+        running = [exporter for exporter in exporters if exporter is not None]
+        for exporter in running:
             exporter.start()
         scheduler.start()
         while not stop.wait(summary_every):
             logger.info("credman serve: {}", _summary(manager, options(ctx).principal, scheduler))
         logger.info("credman serve: stopping (waiting up to {:g} s for a sweep)", grace)
         _shutdown(scheduler, grace)
-        if exporter is not None:
+        for exporter in running:
             exporter.stop(grace)
     logger.info("credman serve: stopped")
+
+
+def _seconds(env: Mapping[str, str], variable: str, default: float, name: str) -> float:
+    try:
+        return float(env.get(variable) or default)
+    except ValueError:
+        raise CredentialValidationError(
+            f"{name}: not a number of seconds", fields=(name,)
+        ) from None
+
+
+def _forwarder(manager: CredentialManager, env: Mapping[str, str]) -> Any:
+    """The forwarder of new audit rows CREDMAN_AUDIT_FORWARD_* ask for (None: not asked)."""
+    file = env.get("CREDMAN_AUDIT_FORWARD_FILE") or None
+    syslog = env.get("CREDMAN_AUDIT_FORWARD_SYSLOG") or None
+    if file is None and syslog is None:
+        return None
+    interval = _seconds(env, "CREDMAN_AUDIT_FORWARD_INTERVAL", 5.0, "forward_interval")
+    check_forwarding(file, syslog, interval)
+    logger.info(
+        "credman serve: forwarding new audit rows every {:g} s to {}",
+        interval,
+        file or f"syslog {syslog}",
+    )
+    return manager.audit_forwarder(file=file, syslog=syslog, interval=interval)
 
 
 def _head_exporter(manager: CredentialManager, env: Mapping[str, str]) -> Any:
@@ -136,12 +162,7 @@ def _head_exporter(manager: CredentialManager, env: Mapping[str, str]) -> Any:
     url = env.get("CREDMAN_AUDIT_HEAD_WEBHOOK_URL") or None
     if file is None and url is None:
         return None
-    try:
-        interval = float(env.get("CREDMAN_AUDIT_HEAD_INTERVAL") or 300)
-    except ValueError:
-        raise CredentialValidationError(
-            "head_interval: not a number of seconds", fields=("head_interval",)
-        ) from None
+    interval = _seconds(env, "CREDMAN_AUDIT_HEAD_INTERVAL", 300.0, "head_interval")
     check_head_export(file, url, interval)
     secret = env.get("CREDMAN_WEBHOOK_SECRET") or None
     secret_file = env.get("CREDMAN_WEBHOOK_SECRET_FILE")

@@ -54,14 +54,31 @@ def serve(
         manager.configure_auth_throttle(
             max_failures=settings.auth_max_failures, lockout=settings.auth_lockout
         )
-        exporter = _head_exporter(manager, settings)
-        if exporter is not None:
+        exporters = [_head_exporter(manager, settings), _forwarder(manager, settings)]
+        running = [e for e in exporters if e is not None]
+        for exporter in running:
             exporter.start()
         try:
             return _run(manager, settings, workers, ready, stop)
         finally:
-            if exporter is not None:
-                exporter.stop()  # one last head: the one the service stopped at
+            for exporter in running:
+                exporter.stop()  # one last head and forward: where the service stopped
+
+
+def _forwarder(manager: CredentialManager, settings: ServerSettings) -> Any:
+    """The forwarder of new audit rows ``[audit] forward_*`` asks for (None: not asked)."""
+    if settings.forward_file is None and settings.forward_syslog is None:
+        return None
+    logger.info(
+        "credman serve: forwarding new audit rows every {:g} s to {}",
+        settings.forward_interval,
+        settings.forward_file or f"syslog {settings.forward_syslog}",
+    )
+    return manager.audit_forwarder(
+        file=settings.forward_file,
+        syslog=settings.forward_syslog,
+        interval=settings.forward_interval,
+    )
 
 
 def _head_exporter(manager: CredentialManager, settings: ServerSettings) -> Any:

@@ -22,6 +22,9 @@ head_file = "/var/lib/credman/heads.jsonl"  # CREDMAN_AUDIT_HEAD_FILE: signed he
 head_webhook_url = "https://anchor.example/h"  # CREDMAN_AUDIT_HEAD_WEBHOOK_URL (notify secret)
 head_interval = 300            # CREDMAN_AUDIT_HEAD_INTERVAL (seconds)
 head_signing_key = "head.key"  # CREDMAN_AUDIT_HEAD_SIGNING_KEY: Ed25519 PEM (optional)
+forward_file = "audit.jsonl"    # CREDMAN_AUDIT_FORWARD_FILE: new rows appended as JSON lines
+forward_syslog = "/dev/log"    # CREDMAN_AUDIT_FORWARD_SYSLOG: or HOST:PORT (UDP), RFC 5424
+forward_interval = 5           # CREDMAN_AUDIT_FORWARD_INTERVAL (seconds)
 [limits]
 max_body_bytes = 65536         # CREDMAN_MAX_BODY_BYTES
 auth_max_failures = 5          # CREDMAN_AUTH_MAX_FAILURES (per token id; x6 per source)
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from credman.audit_export import check_head_export
+from credman.audit_export import check_forwarding, check_head_export
 from credman.crypto import Secret
 from credman.errors import CredentialValidationError
 
@@ -60,6 +63,9 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "head_webhook_url": ("audit", "head_webhook_url", "CREDMAN_AUDIT_HEAD_WEBHOOK_URL"),
     "head_interval": ("audit", "head_interval", "CREDMAN_AUDIT_HEAD_INTERVAL"),
     "head_signing_key": ("audit", "head_signing_key", "CREDMAN_AUDIT_HEAD_SIGNING_KEY"),
+    "forward_file": ("audit", "forward_file", "CREDMAN_AUDIT_FORWARD_FILE"),
+    "forward_syslog": ("audit", "forward_syslog", "CREDMAN_AUDIT_FORWARD_SYSLOG"),
+    "forward_interval": ("audit", "forward_interval", "CREDMAN_AUDIT_FORWARD_INTERVAL"),
     "max_body_bytes": ("limits", "max_body_bytes", "CREDMAN_MAX_BODY_BYTES"),
     "auth_max_failures": ("limits", "auth_max_failures", "CREDMAN_AUTH_MAX_FAILURES"),
     "auth_lockout": ("limits", "auth_lockout", "CREDMAN_AUTH_LOCKOUT"),
@@ -85,6 +91,9 @@ class ServerSettings:
     head_webhook_url: str | None = None
     head_interval: float = 300.0
     head_signing_key: str | None = None
+    forward_file: str | None = None
+    forward_syslog: str | None = None
+    forward_interval: float = 5.0
     max_body_bytes: int = 64 * 1024
     auth_max_failures: int = 5
     auth_lockout: float = 300.0
@@ -127,6 +136,7 @@ class ServerSettings:
         check_head_export(self.head_file, self.head_webhook_url, self.head_interval)
         if self.head_webhook_url is not None and self.webhook_secret is None:
             _bad("webhook_secret", "a head webhook needs the webhook secret (..._SECRET or _FILE)")
+        check_forwarding(self.forward_file, self.forward_syslog, self.forward_interval)
         if self.head_signing_key is not None and self.head_file is self.head_webhook_url is None:
             _bad("head_signing_key", "signs exported heads: give head_file or head_webhook_url")
         return self

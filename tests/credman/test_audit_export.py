@@ -484,3 +484,69 @@ def test_postgres_runtime_role_that_does_not_own_the_tables_cannot_lift_the_trig
             connection.exec_driver_sql(f"DROP ROLE IF EXISTS {runtime}")
             connection.exec_driver_sql(f"DROP ROLE IF EXISTS {owner}")
         admin.dispose()
+
+
+# -- forwarding -------------------------------------------------------------------------------
+
+
+def test_forwarding_to_a_file_resumes_after_its_last_row(
+    manager: CredentialManager, tmp_path: Path
+) -> None:
+    """A forwarder appends the new rows; a new one (a restarted service) resumes after the
+    file's last row: every row once, in order."""
+    out = tmp_path / "forward.jsonl"
+    _work(manager, "a")
+    first = manager.audit_forwarder(file=str(out))
+    assert 3 == first.forward()
+    _grants(manager, 2)
+    assert 2 == first.forward()
+    first.stop()
+    _grants(manager, 1)
+    second = manager.audit_forwarder(file=str(out))
+    assert (5, 1) == (second.after, second.forward())
+    second.stop()
+    seqs = [json.loads(line)["seq"] for line in out.read_text().splitlines()]
+    assert [1, 2, 3, 4, 5, 6] == seqs
+
+
+def test_the_configured_service_exports_heads_and_forwards_rows(
+    sqlite_url: str, key_file: Path, tmp_path: Path
+) -> None:
+    """`credman serve --config` (the scheduler, no listener) with [audit] head_file and
+    forward_file: signed heads and every row reach their files while it runs."""
+    heads, forward = tmp_path / "heads.jsonl", tmp_path / "forward.jsonl"
+    config = tmp_path / "credman.toml"
+    config.write_text(
+        f'[audit]\nhead_file = "{heads}"\nhead_interval = 1\n'
+        f'forward_file = "{forward}"\nforward_interval = 0.2\n'
+    )
+    with CredentialManager(sqlite_url, str(key_file)) as manager:
+        _work(manager, "a")
+    environment = os.environ | {
+        "CREDMAN_DATABASE_URL": sqlite_url,
+        "CREDMAN_KEY_FILE": str(key_file),
+    }
+    service = subprocess.Popen(
+        [sys.executable, "-m", "credman", "serve", "--config", str(config)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (heads.exists() and forward.exists()):
+            time.sleep(0.1)
+        with CredentialManager(sqlite_url, str(key_file)) as manager:
+            _grants(manager, 1)
+        while time.monotonic() < deadline and len(forward.read_text().splitlines()) < 4:
+            time.sleep(0.1)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        _, stderr = service.communicate(timeout=30)
+    assert 0 == service.returncode, stderr
+    assert [1, 2, 3, 4] == [json.loads(line)["seq"] for line in forward.read_text().splitlines()]
+    with CredentialManager(sqlite_url, str(key_file)) as manager:
+        report = manager.verify_audit(heads=heads)
+    assert (True, 4) == (report.ok, report.head_seq)
+    assert 0o600 == stat.S_IMODE(forward.stat().st_mode)
