@@ -471,6 +471,13 @@ def test_postgres_runtime_role_that_does_not_own_the_tables_cannot_lift_the_trig
             connection.exec_driver_sql("ALTER TABLE audit_event DISABLE TRIGGER USER")
         with pytest.raises(DBAPIError, match="append-only"), runtime_engine.begin() as connection:
             connection.exec_driver_sql("DELETE FROM audit_event WHERE seq = 3")
+        with pytest.raises(DBAPIError, match="append-only"), runtime_engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE credential_history SET principal = 'x'")
+        with (
+            pytest.raises(ProgrammingError, match="must be owner"),
+            runtime_engine.begin() as connection,
+        ):
+            connection.exec_driver_sql("DROP TRIGGER audit_event_append_only ON audit_event")
         runtime_engine.dispose()
         owner_engine = create_engine(owner_url)
         with owner_engine.begin() as connection:  # the weakness: the owner can

@@ -29,6 +29,7 @@ EXTRA_NAMES = {
     "AccessAuth",
     "AuditError",
     "AuditEvent",
+    "AuditForwarder",
     "AuditHeadExporter",
     "ArchiveReport",
     "AuditReport",
