@@ -154,23 +154,24 @@ def read_heads(
     anchors: dict[int, str] = {}
     count = 0
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        with open(path, encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                problem = _head_problem(line, signer, public_key)
+                if isinstance(problem, str):
+                    return anchors, count, f"exported head on line {number}: {problem}"
+                seq, digest = problem
+                if anchors.get(seq, digest) != digest:
+                    why = f"exported head on line {number} contradicts an earlier one"
+                    return anchors, count, why
+                anchors[seq] = digest
+                count += 1
     except (OSError, UnicodeDecodeError) as exc:
         why = getattr(exc, "strerror", None) or type(exc).__name__
         raise CredentialValidationError(
             f"heads: cannot read {path} ({why})", fields=("heads",)
         ) from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        problem = _head_problem(line, signer, public_key)
-        if isinstance(problem, str):
-            return anchors, count, f"exported head on line {number}: {problem}"
-        seq, digest = problem
-        if anchors.get(seq, digest) != digest:
-            return anchors, count, f"exported head on line {number} contradicts an earlier one"
-        anchors[seq] = digest
-        count += 1
     return anchors, count, None
 
 
@@ -329,7 +330,12 @@ class JsonLinesSink:
 
     def __init__(self, target: str | os.PathLike[str] | IO[str]) -> None:
         if isinstance(target, str | os.PathLike):
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise CredentialValidationError(
+                    f"output: cannot open {target} ({exc.strerror})", fields=("output",)
+                ) from None
             self._stream: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
             self._owned = True
         else:

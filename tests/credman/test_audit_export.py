@@ -348,6 +348,11 @@ def test_cli_export_after_seq_to_a_file(sqlite_url: str, key_file: Path, tmp_pat
         lines[0]
     )
     assert 0o600 == stat.S_IMODE(out.stat().st_mode)
+    nowhere = _cli(sqlite_url, key_file, "audit", "export", "-o", str(tmp_path / "no" / "x"))
+    assert (1, ["error: output: cannot open"]) == (
+        nowhere.returncode,
+        [line[:26] for line in nowhere.stderr.strip().splitlines()],
+    )
 
 
 def test_cli_export_to_syslog_sends_rfc5424(sqlite_url: str, key_file: Path) -> None:

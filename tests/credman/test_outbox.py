@@ -207,3 +207,24 @@ def test_inline_delivery_when_asked(make_manager: Callable[..., CredentialManage
     manager.store("k", ApiKey(key="x"), principal="admin")
     manager.revoke("k", principal="admin")
     assert [threading.current_thread().name] == threads
+
+
+def test_time_machine_hands_over_the_events_of_its_sweep(
+    make_manager: Callable[..., CredentialManager],
+) -> None:
+    """credman.testing's advance() returns once the hooks have the sweep's events, so a
+    downstream test may assert on hooks=[events.append] straight after it."""
+    from credman import BearerToken
+    from credman.testing import time_machine
+
+    events: list[CredentialEvent] = []
+
+    def slow(event: CredentialEvent) -> None:
+        time.sleep(0.2)  # real time: freezegun does not stop a sleep
+        events.append(event)
+
+    manager = make_manager(hooks=[slow])
+    with time_machine(manager, "2026-01-01 00:00:00") as clock:
+        manager.store("b", BearerToken(token="t", expires_in=60), principal="admin")
+        report = clock.advance(minutes=5)
+    assert (1, [EventKind.EXPIRED]) == (report.expired, [e.kind for e in events])
