@@ -41,7 +41,7 @@ from credman.models import Access, CredentialInfo, Transition, info_of, transiti
 from credman.notify import CredentialEvent, EventKind, Notifier
 from credman.refresher import Refresher, jitter
 from credman.storage import CredentialRecord, checkpoint, repository
-from credman.validation import check_credential_id, check_reason, check_state
+from credman.validation import check_credential_id, check_min_ttl, check_reason, check_state
 
 __all__ = ["VIEW", "Credentials", "access_of"]
 
@@ -245,7 +245,7 @@ class Credentials:
 
     def access(self, credential_id: str, *, principal: Actor, min_ttl: float = 0) -> Access:
         """Request material (USE) valid for at least ``min_ttl`` seconds, refreshed if need be."""
-        min_ttl = _check_min_ttl(min_ttl)
+        min_ttl = check_min_ttl(min_ttl)
         credential, version = self.open_for_use(credential_id, principal=principal)
         if not self._expires_within(credential, min_ttl):
             return access_of(credential_id, version, credential)
@@ -351,15 +351,3 @@ def _exists(credential_id: str, state: str) -> CredentialValidationError:
         fields=("credential_id",),
         credential_id=credential_id,
     )
-
-
-def _check_min_ttl(min_ttl: object) -> float:
-    if (
-        isinstance(min_ttl, bool)
-        or not isinstance(min_ttl, int | float)
-        or not 0 <= min_ttl <= 86400
-    ):
-        raise CredentialValidationError(
-            "min_ttl: a number of seconds from 0 to 86400", fields=("min_ttl",)
-        )
-    return float(min_ttl)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
@@ -226,9 +227,16 @@ class CredentialManager:
         principal: str,
         reason: str | None = None,
         create_only: bool = False,
+        test: bool = False,
     ) -> CredentialInfo:
         """Validate, encrypt and upsert; a new credential ends ACTIVE, an update UPDATED.
-        ``create_only`` refuses an id that exists (``CredentialValidationError``)."""
+        ``create_only`` refuses an id that exists (``CredentialValidationError``). ``test``
+        first makes a live token request (refreshable types) and runs the probe, if any,
+        and stores only what passed, with the tokens the request returned."""
+        if test:
+            credential = self._probes.trial(
+                credential_id, credential, principal=principal, create_only=create_only
+            )
         return self._credentials.store(
             credential_id, credential, principal=principal, reason=reason, create_only=create_only
         )
@@ -373,11 +381,17 @@ class CredentialManager:
         return self._refresher.renew(credential_id, principal, rejected_version)
 
     def tick(
-        self, now: datetime | None = None, *, limit: int = 1000, workers: int = 4
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int = 1000,
+        workers: int = 4,
+        stop: threading.Event | None = None,
     ) -> TickReport:
         """Do the due work: refresh tokens in their margin, expire what cannot refresh,
-        recover stale leases, re-run due probes. Safe in any number of processes at once."""
-        return self._sweep.tick(now, limit=limit, workers=workers)
+        recover stale leases, re-run due probes. Safe in any number of processes at once.
+        Once ``stop`` is set, no further credential is started (those in flight finish)."""
+        return self._sweep.tick(now, limit=limit, workers=workers, stop=stop)
 
     def next_wakeup(self) -> datetime | None:
         """The earliest due time of any credential (for the scheduler's one-shot wake-up)."""

@@ -4,6 +4,7 @@ recover stale leases, re-run due probes. Safe to run in any number of processes 
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,6 +51,8 @@ class TickReport:
     probed: int = 0
     probe_failures: int = 0
     errors: list[str] = field(default_factory=list)
+    lateness: float = 0.0
+    """Seconds the most overdue credential of this sweep was past its due time (0: none)."""
 
     def count(self, outcome: SweepOutcome, error: str | None = None) -> None:
         """Add one credential's outcome."""
@@ -91,21 +94,38 @@ class Sweep:
         return "Sweep()"
 
     def tick(
-        self, now: datetime | None = None, *, limit: int = 1000, workers: int = 4
+        self,
+        now: datetime | None = None,
+        *,
+        limit: int = 1000,
+        workers: int = 4,
+        stop: threading.Event | None = None,
     ) -> TickReport:
-        """Do the due work at ``now`` (default: the clock's time)."""
+        """Do the work due at ``now`` (default: the clock's time).
+
+        With an explicit ``now`` (time travel in tests and benchmarks) every credential's
+        work happens at that moment. Without it, each claim, exchange and commit reads the
+        clock when it happens: a long tick must not stamp a lease taken a minute in with the
+        tick's start, or the lease would be born expired. Once ``stop`` is set no further
+        credential is started: the ones in flight finish (a refresh the provider has made
+        is committed), the rest are counted as skipped and left for the next sweep.
+        """
+        at = now  # None: each credential's work takes the clock's time itself
         now = now or self._operations.now()
         report = TickReport(now=now)
         with read(self._operations.engine) as connection:
             due = repository.due_credentials(connection, now, limit)
             probes = repository.due_credentials(connection, now, limit, due="probe_due_at")
         report.due = len(due)
+        dues = [record.next_due_at for record in due if record.next_due_at is not None]
+        if dues:
+            report.lateness = max(0.0, (now - min(dues)).total_seconds())
         if not due and not probes:
             return report
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(due) + len(probes)))) as pool:
-            for outcome, error in pool.map(lambda record: self._maintain(record, now), due):
+            for outcome, error in pool.map(lambda record: self._maintain(record, at, stop), due):
                 report.count(outcome, error)
-            for result in pool.map(lambda record: self._test_due(record.id), probes):
+            for result in pool.map(lambda record: self._test_due(record.id, stop), probes):
                 report.probed += result is not None
                 report.probe_failures += result is not None and not result.ok
         return report
@@ -115,7 +135,9 @@ class Sweep:
         with read(self._operations.engine) as connection:
             return repository.earliest_due(connection)
 
-    def _maintain(self, due: DueCredential, now: datetime) -> tuple[SweepOutcome, str | None]:
+    def _maintain(
+        self, due: DueCredential, now: datetime | None, stop: threading.Event | None = None
+    ) -> tuple[SweepOutcome, str | None]:
         """One due credential: refresh, expire or recover; never raises.
 
         Anything unexpected (a malformed row: NULL JSON, an unknown type, a column that does
@@ -123,6 +145,8 @@ class Sweep:
         ``maintain`` and counted in ``TickReport.errors`` as ``error:broken_row``, and the
         rest of the tick goes on.
         """
+        if stop is not None and stop.is_set():
+            return SweepOutcome.SKIPPED, None
         try:
             return self._maintain_one(due, now)
         except Exception as exc:  # isolate the row: one bad credential must not stop the sweep
@@ -139,14 +163,20 @@ class Sweep:
         )
         self._operations.record_refusal("maintain", SYSTEM, credential_id, broken)
 
-    def _test_due(self, credential_id: str) -> ProbeResult | None:
+    def _test_due(
+        self, credential_id: str, stop: threading.Event | None = None
+    ) -> ProbeResult | None:
+        if stop is not None and stop.is_set():
+            return None
         try:
             return self._probes.test_due(credential_id)
         except Exception as exc:  # a malformed row: reported, the sweep goes on
             self._report_broken(credential_id, exc)
             return None
 
-    def _maintain_one(self, due: DueCredential, now: datetime) -> tuple[SweepOutcome, str | None]:
+    def _maintain_one(
+        self, due: DueCredential, now: datetime | None
+    ) -> tuple[SweepOutcome, str | None]:
         try:
             if not is_refreshable(due):
                 expired = self._expire_due(due.id, now)
@@ -159,9 +189,10 @@ class Sweep:
             return SweepOutcome.ERROR, f"error:{type(exc).__name__}"
         return _FROM_REFRESH.get(outcome, SweepOutcome.SKIPPED), None
 
-    def _expire_due(self, credential_id: str, now: datetime) -> bool:
+    def _expire_due(self, credential_id: str, now: datetime | None) -> bool:
         """Move a non-refreshable credential past its expiry to EXPIRED; whether it did."""
         ops = self._operations
+        now = now or ops.now()
         with ops.run("expire", SYSTEM, credential_id) as connection:
             record = repository.load_credential(
                 connection, credential_id, for_update=True, skip_locked=True, missing_ok=True

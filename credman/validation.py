@@ -7,7 +7,7 @@ import re
 from credman.errors import CredentialValidationError
 from credman.lifecycle import State
 
-__all__ = ["check_credential_id", "check_limit", "check_reason", "check_state"]
+__all__ = ["check_credential_id", "check_limit", "check_min_ttl", "check_reason", "check_state"]
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 _MAX_REASON = 512
@@ -50,6 +50,19 @@ def check_limit(name: str, value: object, maximum: int) -> int:
         message = f"{name}: a whole number from 1 to {maximum}"
         raise CredentialValidationError(message, fields=(name,))
     return value
+
+
+def check_min_ttl(min_ttl: object) -> float:
+    """Seconds of life the caller needs left on handed-out material: 0 to 86400."""
+    if (
+        isinstance(min_ttl, bool)
+        or not isinstance(min_ttl, int | float)
+        or not 0 <= min_ttl <= 86400
+    ):
+        raise CredentialValidationError(
+            "min_ttl: a number of seconds from 0 to 86400", fields=("min_ttl",)
+        )
+    return float(min_ttl)
 
 
 def _is_text(value: str) -> bool:

@@ -216,7 +216,7 @@ class Credential(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            error = _translate(type(self).__name__, exc)
+            error = _translate(type(self).__name__, exc, type(self).model_fields)
         else:
             return
         raise error  # raised outside the except block: the pydantic error is not chained
@@ -277,7 +277,7 @@ class _Expiring(BaseModel):
     @model_validator(mode="after")
     def _one_expiry(self) -> Self:
         if self.expires_at is not None and self.expires_in is not None:
-            raise ValueError("give expires_at or expires_in, not both")
+            raise ValueError("expires_in: give expires_at or expires_in, not both")
         return self
 
 
@@ -307,7 +307,7 @@ class ApiKey(Credential):
     @model_validator(mode="after")
     def _one_placement(self) -> Self:
         if self.header is not None and self.query_param is not None:
-            raise ValueError("give header or query_param, not both")
+            raise ValueError("query_param: give header or query_param, not both")
         return self
 
     @property
@@ -455,13 +455,20 @@ def credential_from_parts(kind: str, public: dict[str, Any], secrets: dict[str, 
     return cls(**public, **secrets)
 
 
-def _translate(model: str, exc: ValidationError) -> CredentialValidationError:
+def _translate(
+    model: str, exc: ValidationError, names: Mapping[str, object]
+) -> CredentialValidationError:
+    """One CredentialValidationError naming every offending field. A model validator's
+    error has no location: its message starts with the field it is about (``"name: ..."``
+    or ``"name is required ..."``), and that field is named (the model's name only when the
+    message starts with none)."""
     problems: list[str] = []
     fields: list[str] = []
     for error in exc.errors(include_input=False, include_url=False):
         location = ".".join(str(part) for part in error["loc"])
-        fields.append(location or model)
         message = error["msg"].removeprefix("Value error, ")
+        named = message.split(" ", 1)[0].removesuffix(":")
+        fields.append(location or (named if named in names else model))
         problems.append(f"{location}: {message}" if location else message)
     return CredentialValidationError(
         f"invalid {model}: " + "; ".join(problems), fields=tuple(fields)

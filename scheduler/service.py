@@ -47,6 +47,7 @@ class CredentialScheduler:
         self._workers, self._limit = workers, limit
         self._scheduler = BackgroundScheduler(timezone=UTC)
         self._sweeping = threading.Lock()
+        self._stopping = threading.Event()
         self.last_report: TickReport | None = None
         self.sweeps = 0
 
@@ -71,7 +72,9 @@ class CredentialScheduler:
         self._scheduler.wakeup()
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop; with ``wait``, let a running sweep finish first."""
+        """Stop; with ``wait``, let a running sweep finish the refreshes it has in flight
+        first (it starts no further credential once shutdown is asked for)."""
+        self._stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
 
@@ -80,7 +83,9 @@ class CredentialScheduler:
         if not self._sweeping.acquire(blocking=False):
             return None
         try:
-            report = self.manager.tick(workers=self._workers, limit=self._limit)
+            report = self.manager.tick(
+                workers=self._workers, limit=self._limit, stop=self._stopping
+            )
             self.last_report, self.sweeps = report, self.sweeps + 1
             if self._on_report is not None:
                 self._on_report(report)

@@ -55,14 +55,32 @@ def probe_of(url: str | None, expect: str) -> Probe | None:
         raise CredentialValidationError(message, fields=("probe",)) from None
 
 
-def _store(ctx: typer.Context, credential_id: str, build: Callable[[], Credential]) -> None:
+Test = Annotated[
+    bool,
+    typer.Option(
+        "--test",
+        help="Before storing: a live token request (OAuth2, JWT) and the probe, if any.",
+    ),
+]
+
+
+def _store(
+    ctx: typer.Context, credential_id: str, build: Callable[[], Credential], test: bool
+) -> None:
     """Store a new credential; an existing id is refused (``update`` changes it)."""
     credential = build()
     with open_manager(ctx) as manager:
         info = manager.store(
-            credential_id, credential, principal=options(ctx).principal, create_only=True
+            credential_id,
+            credential,
+            principal=options(ctx).principal,
+            create_only=True,
+            test=test,
         )
-    out.print(f"stored {info.type} {credential_id!r}: {info.state.value} (version {info.version})")
+    tested = ", tested" if test else ""
+    out.print(
+        f"stored {info.type} {credential_id!r}: {info.state.value} (version {info.version}{tested})"
+    )
 
 
 OAUTH_SECRET_ENV, OAUTH_SECRET_FILE = secret_options("client-secret")
@@ -92,6 +110,7 @@ def add_oauth2(
     refresh_token_file: Annotated[str | None, REFRESH_FILE] = None,
     probe_url: ProbeUrl = None,
     probe_expect: ProbeExpect = "200",
+    test: Test = False,
 ) -> None:
     """Store OAuth2 tokens (refresh-token or client-credentials grant)."""
     _store(
@@ -115,6 +134,7 @@ def add_oauth2(
                 "refresh-token", refresh_token_env, refresh_token_file, required=False
             ),
         ),
+        test,
     )
 
 
@@ -132,6 +152,7 @@ def add_api_key(
     prefix: Annotated[str, typer.Option(help="Prefix, e.g. 'Bearer '.")] = "",
     probe_url: ProbeUrl = None,
     probe_expect: ProbeExpect = "200",
+    test: Test = False,
 ) -> None:
     """Store an API key sent in a header or a query parameter."""
     _store(
@@ -144,6 +165,7 @@ def add_api_key(
             query_param=query_param,
             prefix=prefix,
         ),
+        test,
     )
 
 
@@ -159,6 +181,7 @@ def add_basic(
     password_file: Annotated[str | None, PASSWORD_FILE] = None,
     probe_url: ProbeUrl = None,
     probe_expect: ProbeExpect = "200",
+    test: Test = False,
 ) -> None:
     """Store HTTP Basic credentials."""
     _store(
@@ -169,6 +192,7 @@ def add_basic(
             username=username,
             password=read_secret("password", password_env, password_file, required=True),
         ),
+        test,
     )
 
 
@@ -184,6 +208,7 @@ def add_bearer(
     expires_in: Annotated[int | None, typer.Option(help="Lifetime in seconds.")] = None,
     probe_url: ProbeUrl = None,
     probe_expect: ProbeExpect = "200",
+    test: Test = False,
 ) -> None:
     """Store a static bearer token."""
     _store(
@@ -194,6 +219,7 @@ def add_bearer(
             token=read_secret("token", token_env, token_file, required=True),
             expires_in=expires_in,
         ),
+        test,
     )
 
 
@@ -215,6 +241,7 @@ def add_jwt(
     scope: Annotated[str | None, typer.Option(help="Space-separated scopes.")] = None,
     probe_url: ProbeUrl = None,
     probe_expect: ProbeExpect = "200",
+    test: Test = False,
 ) -> None:
     """Store an RFC 7523 JWT bearer assertion grant."""
     _store(
@@ -233,6 +260,7 @@ def add_jwt(
             key_id=key_id,
             scope=scope,
         ),
+        test,
     )
 
 

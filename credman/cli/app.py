@@ -32,6 +32,7 @@ from credman.cli.context import Options
 from credman.cli.output import err, out
 from credman.errors import CredentialError, InvalidTransition
 from credman.logs import configure_logging
+from credman.terminal import visible
 
 __all__ = ["app", "main"]
 
@@ -131,7 +132,8 @@ for _group in (*_GROUPS, connect, providers, diagram, serve, demo):
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"error: {' '.join(message.split())}", markup=False)
+    # one line, and nothing in it (a path, an id, a provider's words) can drive the terminal
+    err.print(f"error: {visible(' '.join(message.split()))}", markup=False, highlight=False)
     sys.exit(code)
 
 

@@ -4,8 +4,8 @@ With ``--http``, ``--uds`` or ``--config`` it runs :func:`credman.server.serve` 
 the sweep in one process, see docs/server.md); without them, the scheduler alone.
 It says what it does when it starts (database without its password, how many credentials,
 the next due time) and then one summary line per ``--summary-every`` seconds. SIGTERM and
-SIGINT always end it: the first lets a running sweep finish (at most ``--grace`` seconds),
-a second one, or the grace running out, ends the process at once.
+SIGINT always end it: the first lets the refreshes in flight finish and starts no more (at
+most ``--grace`` seconds); a second one, or the grace running out, ends the process at once.
 """
 
 from __future__ import annotations

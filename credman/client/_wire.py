@@ -9,7 +9,6 @@ Nothing here ever puts the principal token into a message.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -200,21 +199,17 @@ def _fields(problem: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-_TRANSITION = re.compile(r"invalid transition: '(?P<trigger>[^']*)' from state (?P<state>\w+)")
-_UNUSABLE = re.compile(r"credential .* is (?P<state>[A-Z_]+): ")
-
-
 def _conflict(
     problem: Mapping[str, Any], detail: str, credential_id: str | None
 ) -> CredentialError:
-    """409: which conflict, from the problem's ``error`` member or else its detail."""
+    """409: which conflict, from the problem's ``error`` member (and its ``state``, ``trigger``)."""
     named = str(problem.get("error", ""))
-    transition, unusable = _TRANSITION.match(detail), _UNUSABLE.match(detail)
-    if named == "InvalidTransition" or (not named and transition):
-        state, trigger = (transition["state"], transition["trigger"]) if transition else ("?", "?")
-        return InvalidTransition(credential_id, state, trigger)
-    if named == "CredentialUnusable" or (not named and unusable):
-        state = unusable["state"] if unusable else str(problem.get("state", "?"))
+    state = str(problem.get("state", "?"))
+    if named == "InvalidTransition":
+        guard = problem.get("guard")
+        trigger = str(problem.get("trigger", "?"))
+        return InvalidTransition(credential_id, state, trigger, str(guard) if guard else None)
+    if named == "CredentialUnusable":
         return CredentialUnusable(credential_id or "?", state, detail.rpartition(": ")[2])
     return ConcurrentUpdate(detail, credential_id=credential_id)
 

@@ -5,7 +5,9 @@
 *template* (``/v1/credentials/{credential_id}/access``), never the raw path, so ids do not
 explode the label space. ``credman_refreshes_total{outcome}`` counts the sweep's
 refreshes, expiries and failures and the on-demand refreshes; ``credman_due_credentials``
-is how many credentials the last sweep found due.
+is how many credentials the last sweep found due, and ``credman_sweep_lateness_seconds``
+how far past its due time the most overdue of them was (alert when it keeps growing: the
+sweep is not keeping up).
 """
 
 from __future__ import annotations
@@ -44,13 +46,21 @@ class ServerMetrics:
             "Credentials the last sweep found due (the backlog).",
             registry=self.registry,
         )
+        self.lateness = Gauge(
+            "credman_sweep_lateness_seconds",
+            "How far past its due time the most overdue credential of the last sweep was.",
+            registry=self.registry,
+        )
 
     def __repr__(self) -> str:
         return "ServerMetrics()"
 
-    def observe_sweep(self, *, due: int, refreshed: int, expired: int, failed: int) -> None:
+    def observe_sweep(
+        self, *, due: int, refreshed: int, expired: int, failed: int, lateness: float = 0.0
+    ) -> None:
         """Count what one sweep did."""
         self.due.set(due)
+        self.lateness.set(lateness)
         for outcome, count in (("refreshed", refreshed), ("expired", expired), ("failed", failed)):
             if count:
                 self.refreshes.labels(outcome).inc(count)

@@ -78,14 +78,24 @@ def problem_for(exc: CredentialError) -> ProblemResponse:
         return problem(404, str(exc))
     if isinstance(exc, CredentialValidationError):
         return problem(422, str(exc), fields=list(exc.fields))
-    if isinstance(exc, InvalidTransition | ConcurrentUpdate | CredentialUnusable):
-        return problem(409, str(exc))
+    if isinstance(exc, InvalidTransition):
+        words = {"state": exc.state, "trigger": exc.trigger, "guard": exc.guard}
+        return problem(409, str(exc), error=_name(exc), **words)
+    if isinstance(exc, CredentialUnusable):
+        return problem(409, str(exc), error=_name(exc), state=exc.state)
+    if isinstance(exc, ConcurrentUpdate):
+        return problem(409, str(exc), error=_name(exc))
     if isinstance(exc, RefreshFailed):
         return problem(502, str(exc), permanent=exc.permanent)
     if isinstance(exc, StorageError):
         return problem(503, "the credential store is unavailable; retry later")
     logger.error("request failed: {}", type(exc).__name__)
     return problem(500, f"the request failed ({type(exc).__name__})")
+
+
+def _name(exc: CredentialError) -> str:
+    """The ``error`` member: which 409 this is, so a client need not parse ``detail``."""
+    return type(exc).__name__
 
 
 def _validation(_: Request, exc: Exception) -> ProblemResponse:

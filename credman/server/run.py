@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from loguru import logger
@@ -125,10 +126,15 @@ def _run(
             interval=settings.interval,
             workers=workers,
             on_report=lambda r: metrics.observe_sweep(
-                due=r.due, refreshed=r.refreshed, expired=r.expired, failed=r.failed
+                due=r.due,
+                refreshed=r.refreshed,
+                expired=r.expired,
+                failed=r.failed,
+                lateness=r.lateness,
             ),
         )
         scheduler.start()
+    _describe(manager, settings)
     servers = [_Server(config) for config in _configs(app, settings)]
     try:
         if servers:
@@ -140,6 +146,26 @@ def _run(
             scheduler.shutdown(wait=True)
         logger.info("credman serve: stopped (pid {})", os.getpid())
     return 0
+
+
+def _describe(manager: CredentialManager, settings: ServerSettings) -> None:
+    """One line at start: what this process works on (no password, no secret)."""
+    due = manager.next_wakeup()
+    sweep = f"sweeping every {settings.interval:g} s" if settings.scheduler else "no sweep"
+    logger.info(
+        "credman serve: pid {}, database {}, next due {}, {}, webhook {}",
+        os.getpid(),
+        manager.database_url,
+        due.isoformat(timespec="seconds") if due else "never",
+        sweep,
+        _origin(settings.webhook_url) if settings.webhook_url else "none",
+    )
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] only: a webhook's path may be its secret (Slack's are)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "") + "/..."
 
 
 def _configs(app: Any, settings: ServerSettings) -> list[uvicorn.Config]:

@@ -4,8 +4,10 @@ failure classes and backoff, time-frozen margins, single flight, crash recovery.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -382,3 +384,61 @@ def test_async_http_auth_injects_and_refreshes(
             return (await client.get(server.resource_url)).status_code
 
     assert 200 == asyncio.run(call())
+
+
+def test_a_long_tick_claims_each_credential_at_the_time_of_its_claim(
+    make_manager: Any, token_server: Any, oauth_credential: Any
+) -> None:
+    """Without an explicit ``now``, a credential claimed after a slow neighbour's refresh is
+    claimed (and its lease counted) from that moment, not from the tick's start: with a
+    2-second lease, the old stamp would have given it a lease already expired."""
+    policy = RefreshPolicy(lease=timedelta(seconds=2), timeout=1.0)
+    manager: CredentialManager = make_manager(refresh_policy=policy)
+    with token_server(slow_seconds=5) as slow, token_server() as healthy:
+        slow.mode = "slow"
+        manager.store("slow", oauth_credential(slow), principal="admin")
+        time.sleep(0.01)  # due first
+        manager.store("healthy", oauth_credential(healthy), principal="admin")
+        report = manager.tick(workers=1)
+    assert (1, 1) == (report.refreshed, report.failed)
+    claimed = [
+        step.at
+        for step in manager.history("healthy", principal="admin")
+        if step.to_state is State.REFRESHING
+    ]
+    assert 1 == len(claimed)
+    # the slow exchange was cut off at its 1-second deadline before this claim began
+    assert claimed[0] - report.now >= timedelta(seconds=0.9)
+
+
+def test_a_stopped_tick_finishes_what_is_in_flight_and_starts_nothing_more(
+    make_manager: Any, token_server: Any, oauth_credential: Any
+) -> None:
+    """``stop`` set while the first refresh talks to its (slow) provider: that refresh ends
+    as it would have, the two credentials behind it are not started (left for the next sweep)."""
+    manager: CredentialManager = make_manager(refresh_policy=RefreshPolicy(timeout=1.0))
+    with token_server(slow_seconds=5) as slow, token_server() as healthy:
+        slow.mode = "slow"
+        manager.store("a-slow", oauth_credential(slow), principal="admin")
+        for name in ("b", "c"):
+            time.sleep(0.01)  # due after a-slow
+            manager.store(name, oauth_credential(healthy), principal="admin")
+        stop = threading.Event()
+        threading.Timer(0.3, stop.set).start()
+        report = manager.tick(workers=1, stop=stop)
+        assert (3, 1, 2, 0) == (report.due, report.failed, report.skipped, report.refreshed)
+        assert 0 == healthy.token_requests
+        assert 2 == manager.tick(workers=1).refreshed  # the next sweep does them
+
+
+def test_the_tick_report_says_how_late_the_most_overdue_credential_was(
+    make_manager: Any, server: TokenServer, oauth_credential: Any
+) -> None:
+    """``TickReport.lateness``: seconds past the earliest due time among the due credentials
+    (what ``credman_sweep_lateness_seconds`` exports); 0 when nothing is due."""
+    start = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    manager: CredentialManager = make_manager(clock=lambda: start)
+    manager.store("crm", oauth_credential(server), principal="admin")  # no token: due now
+    assert 0.0 == manager.tick(start - timedelta(seconds=1)).lateness  # not due yet
+    report = manager.tick(start + timedelta(seconds=90))
+    assert (1, 90.0) == (report.refreshed, report.lateness)

@@ -63,22 +63,29 @@ def test_malformed_input_names_the_field(build: object, field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("build", "words"),
+    ("build", "field"),
     [
-        (lambda: _oauth(refresh_token=None), "refresh_token"),
+        (lambda: _oauth(refresh_token=None), "access_token"),
         (lambda: _oauth(grant_type="client_credentials"), "client_secret"),
         (lambda: _oauth(client_auth="client_secret_basic"), "client_secret"),
         (lambda: _oauth(expires_in=60, expires_at=datetime(2030, 1, 1, tzinfo=UTC)), "expires_in"),
         (lambda: BasicAuth(username="a:b", password=CANARY), "username"),
         (lambda: ApiKey(key=CANARY, header="X", query_param="k"), "query_param"),
+        (lambda: JWTBearer(**_JWT, private_key="not-a-pem"), "private_key"),
+        (lambda: JWTBearer(**_JWT, private_key="-----BEGIN junk"), "private_key"),
     ],
 )
-def test_cross_field_rules_name_the_fields(build: object, words: str) -> None:
-    """Rules across fields say which field is wrong."""
+def test_cross_field_rules_name_the_fields(build: object, field: str) -> None:
+    """Rules across fields say which field is wrong, in the message and in ``fields``
+    (not the model's name)."""
     with pytest.raises(CredentialValidationError) as raised:
         build()  # type: ignore[operator]
-    assert words in str(raised.value)
+    assert field in str(raised.value)
+    assert (field,) == raised.value.fields
     assert CANARY not in str(raised.value)
+
+
+_JWT = {"token_url": "https://idp.example/token", "issuer": "i", "subject": "s", "audience": "a"}
 
 
 def test_unknown_type_is_a_validation_error() -> None:

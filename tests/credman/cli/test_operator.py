@@ -19,6 +19,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from credman.cli import app
+from credman.testing.provider import TokenServer
 
 DEAD_URL = "http://127.0.0.1:9/token"  # the discard port: nothing listens on loopback
 
@@ -217,6 +218,32 @@ def test_add_attaches_a_probe(cli: Cli) -> None:
     assert 1 == cli("test", "b").returncode
 
 
+def test_add_test_requests_a_token_before_storing(cli: Cli) -> None:
+    """`add ... --test` stores only what the provider accepted, with the tokens it returned;
+    a refused test exits 1 with one line and stores nothing."""
+    with TokenServer(clients={"app": "app-secret"}) as provider:
+        base = ("add", "oauth2", "--token-url", provider.url, "--client-id", "app")
+        secrets = ("--client-secret-env", "CS", "--refresh-token-env", "RT")
+        line = cli.error(*base[:2], "bad", *base[2:], *secrets, "--test", CS="app-secret", RT="x")
+        assert "test of 'bad' failed, nothing stored" in line and "invalid_grant" in line
+        given = provider.grant("app")
+        stored = cli.ok(*base[:2], "crm", *base[2:], *secrets, "--test", CS="app-secret", RT=given)
+        assert "stored oauth2 'crm': ACTIVE (version 1, tested)" in stored
+        assert not provider.is_valid_refresh_token(given)  # spent: the new one was stored
+        assert provider.is_valid(cli.ok("token", "crm").strip())
+    assert ["crm"] == [row["credential_id"] for row in json.loads(cli.ok("list", "--json"))]
+
+
+def test_an_error_line_cannot_drive_the_terminal(cli: Cli, tmp_path: Path) -> None:
+    """A path (or any text) in an error is printed with its control characters escaped: an
+    ESC from a hostile file name never reaches the terminal."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = cli.error("diagram", "-o", str(blocker / "x\x1b]8;;evil\x07x"))
+    assert "\x1b" not in line and "\x07" not in line
+    assert "x\\x1b]8;;evil\\x07x" in line
+
+
 # -- who acts --------------------------------------------------------------------------
 
 
@@ -336,3 +363,35 @@ def test_serve_says_what_it_does_and_stops_on_sigterm(cli: Cli) -> None:
     assert "next due" in first
     assert "credman.cli" not in first  # no module:function:line without -v
     assert "stopped" in rest
+
+
+def test_serve_with_a_config_says_what_it_does_without_the_webhook_path(cli: Cli) -> None:
+    """`serve --config` announces database, next due time, the sweep and the webhook's
+    origin (a webhook's path can be its secret: Slack's are), then exits 0 on SIGTERM."""
+    pytest.importorskip("uvicorn")
+    (cli.directory / "hook.secret").write_text("whsec-canary")
+    (cli.directory / "hook.secret").chmod(0o600)
+    config = cli.directory / "serve.toml"
+    config.write_text(
+        '[notify]\nwebhook_url = "https://hooks.example/services/T0/B0/PATHSECRET"\n'
+        f'webhook_secret_file = "{cli.directory / "hook.secret"}"\n'
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "credman", "serve", "--config", str(config)],
+        env=cli.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        process.send_signal(signal.SIGTERM)
+        assert 0 == process.wait(timeout=60)
+        rest = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert str(cli.directory / "c.db") in first and "sweeping every 30 s" in first
+    assert "webhook https://hooks.example/..." in first
+    assert "PATHSECRET" not in first + rest and "whsec-canary" not in first + rest

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from credman import ApiKey, BearerToken, OAuth2
+from credman import ApiKey, BearerToken, OAuth2, Permission
 from credman.client import AsyncClient, Client, ServiceError
 from credman.clock import ManualClock
 from credman.errors import (
     AccessDenied,
     CredentialUnusable,
     CredentialValidationError,
+    InvalidTransition,
     TooManyAttempts,
     Unauthenticated,
 )
@@ -142,8 +143,21 @@ def test_revoke_reaches_a_cached_client_within_max_age(
         clock.advance(seconds=29)
         client.access("github-x")  # the documented staleness: still cached
         clock.advance(seconds=1)
-        with pytest.raises(CredentialUnusable):
+        with pytest.raises(CredentialUnusable) as raised:
             client.access("github-x")
+        assert "REVOKED" == raised.value.state  # from the problem's members, not its text
+
+
+def test_a_refused_transition_arrives_with_the_machines_words(service: Service) -> None:
+    """A 409 for a refused trigger is an InvalidTransition carrying state and trigger."""
+    service.manager.grant(WORKER, "github-*", {Permission.MANAGE}, principal=ADMIN)
+    service.manager.store("github-x", ApiKey(key="k-1"), principal=ADMIN)
+    with service.client() as client:
+        client.revoke("github-x")
+        with pytest.raises(InvalidTransition) as raised:
+            client.revoke("github-x")
+    assert ("REVOKED", "revoke") == (raised.value.state, raised.value.trigger)
+    assert "already revoked" in str(raised.value)
 
 
 def test_ungrant_reaches_a_cached_client_within_max_age(

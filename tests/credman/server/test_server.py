@@ -312,6 +312,12 @@ def test_manage_routes_store_refresh_and_revoke(
     assert "REVOKED" == revoked.json()["state"]
     again = service.call("POST", "/v1/credentials/svc/revoke", admin_token)
     assert 409 == again.status_code
+    problem = again.json()  # which conflict, in members a client reads without parsing text
+    assert ("InvalidTransition", "REVOKED", "revoke") == (
+        problem["error"],
+        problem["state"],
+        problem["trigger"],
+    )
 
 
 def test_grants_can_be_added_listed_and_removed_by_an_admin_only(
