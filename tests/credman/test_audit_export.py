@@ -309,6 +309,27 @@ def test_history_written_before_binding_is_counted_not_checked(
     )
 
 
+def test_history_bound_by_archived_rows_is_counted_and_newer_history_still_checked(
+    manager: CredentialManager, database_url: str, tmp_path: Path
+) -> None:
+    """After an archive, the history rows the archived audit rows bound are counted as
+    unchecked (the archive event records how far they go); newer ones are still checked."""
+    _work(manager, "a")  # audit 1-3, history 1-4
+    manager.archive_audit(before_seq=3, path=tmp_path / "a.jsonl", principal="admin")
+    _work(manager, "b")
+    report = manager.verify_audit()
+    # rows 1-2 archived (history 1-3); live: row 3 binds history 4, rows 5-7 bind 5-8
+    assert (True, 2, 5, 3) == (
+        report.ok,
+        report.anchor_seq,
+        report.history_checked,
+        report.history_unchecked,
+    )
+    with _attacker(database_url, "credential_history") as connection:
+        connection.execute(text("UPDATE credential_history SET reason = 'x' WHERE id = 8"))
+    assert "history row(s) 8 differ" in str(manager.verify_audit().problem)
+
+
 # -- export -----------------------------------------------------------------------------------
 
 
