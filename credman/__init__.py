@@ -4,6 +4,7 @@ from loguru import logger
 
 from credman.access import Grant
 from credman.audit import ArchiveReport, AuditEvent, AuditReport
+from credman.audit_export import AuditForwarder, AuditHeadExporter
 from credman.clock import Clock, SystemClock
 from credman.connect import ConnectOutcome, ConnectSession
 from credman.crypto import KeyProvider, Keyring, Secret
@@ -57,6 +58,8 @@ __all__ = [
     "ArchiveReport",
     "AuditError",
     "AuditEvent",
+    "AuditForwarder",
+    "AuditHeadExporter",
     "AuditReport",
     "AuthorizationFailed",
     "BasicAuth",

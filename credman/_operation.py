@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from credman._integrity import RecordSeals
 from credman.access import AccessPolicy, Actor, RejectedGrant, SystemPrincipal, check_principal
-from credman.audit import AuditLog
+from credman.audit import HISTORY_DIGEST, HISTORY_IDS, AuditLog, history_digest
 from credman.clock import Clock
 from credman.errors import AccessDenied, CredentialError, CredentialValidationError, StorageError
 from credman.lifecycle import Permission, State, Subject, fire
@@ -41,6 +41,8 @@ class Act:
     principal: Actor
     held: frozenset[Permission]
     now: datetime
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """History rows written in this act and not yet bound by an audit row."""
 
     @property
     def name(self) -> str:
@@ -243,8 +245,8 @@ class Operations:
         )
         state = fire(subject, trigger)
         version = record.version + 1
-        repository.append_history(
-            act.connection,
+        self.append_history(
+            act,
             credential_id=record.id,
             from_state=record.state,
             to_state=state,
@@ -262,6 +264,11 @@ class Operations:
             return version
         return repository.update_credential(act.connection, record.id, record.version, changes)
 
+    def append_history(self, act: Act, **values: Any) -> None:
+        """Write one history row; the act's next audit row binds it (ids and a digest)."""
+        row_id = repository.append_history(act.connection, **values)
+        act.history.append({**values, "id": row_id})
+
     def audit(
         self,
         act: Act,
@@ -270,7 +277,12 @@ class Operations:
         outcome: str = "ok",
         **detail: Any,
     ) -> None:
-        """Append an audit event inside the act's transaction."""
+        """Append an audit event inside the act's transaction; it binds the history rows the
+        act wrote since its last audit event (their ids and a digest of their fields)."""
+        if act.history:
+            detail[HISTORY_IDS] = ",".join(str(row["id"]) for row in act.history)
+            detail[HISTORY_DIGEST] = history_digest(act.history)
+            act.history.clear()
         self.audit_log.append(
             act.connection,
             at=act.now,

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -33,11 +33,14 @@ __all__ = [
     "ARCHIVE_ACTION",
     "ARCHIVE_FORMAT",
     "GENESIS",
+    "HISTORY_DIGEST",
+    "HISTORY_IDS",
     "ArchiveReport",
     "AuditEvent",
     "AuditLog",
     "AuditReport",
     "audit_context",
+    "history_digest",
 ]
 
 GENESIS = "0" * 64
@@ -45,6 +48,12 @@ ARCHIVE_FORMAT = "credman-audit-archive/1"
 """The header line of an archive file names this format and the anchor it continues from."""
 ARCHIVE_ACTION = "audit_archive"
 """The event that moves the anchor; only the audit key can produce one, so it vouches for it."""
+HISTORY_IDS = "history"
+"""Detail key: the ids of the history rows an audit row binds (comma-separated)."""
+HISTORY_DIGEST = "history_sha256"
+"""Detail key: the SHA-256 of those history rows' fields (see :func:`history_digest`)."""
+HISTORY_THROUGH = "history_through"
+"""Archive event detail: the highest history row id the archived audit rows bind."""
 _MAX_DETAIL_TEXT = 200
 _PRUNE_BATCH = 10_000
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
@@ -91,6 +100,15 @@ class AuditReport:
     extra: dict[str, Any] = field(default_factory=dict)
     anchor_seq: int = 0
     """Where verification started: the last archived row (0: the chain's beginning)."""
+    bad_history_id: int | None = None
+    """The history row that does not match the chain (altered, deleted or inserted)."""
+    history_checked: int = 0
+    """History rows checked against the audit rows that bind them."""
+    history_unchecked: int = 0
+    """History rows older than the first one the chain (after its anchor) binds: written
+    before history was bound, or bound by archived rows."""
+    heads_checked: int = 0
+    """Exported heads (``--heads``) found on the chain with their hashes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +135,40 @@ def _canonical(
 ) -> bytes:
     document = [seq, at.isoformat(), principal, action, credential_id, outcome, dict(detail)]
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def history_digest(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The SHA-256 of history rows' fields, in the order given (canonical JSON).
+
+    A plain digest is enough: it sits in an audit row's detail, which the chain's HMAC
+    covers, so only the audit key can produce a row that vouches for a different one.
+    """
+    document = [
+        [
+            row["id"],
+            row["credential_id"],
+            None if row["from_state"] is None else str(row["from_state"]),
+            str(row["to_state"]),
+            row["trigger"],
+            row["principal"],
+            row["reason"],
+            row["at"].astimezone(UTC).isoformat(),
+            row["version"],
+        ]
+        for row in rows
+    ]
+    return hashlib.sha256(json.dumps(document, separators=(",", ":")).encode()).hexdigest()
+
+
+def _bound_ids(detail: Mapping[str, Any]) -> list[int] | None:
+    """The history ids an audit row's detail binds (None: it binds none)."""
+    text = detail.get(HISTORY_IDS)
+    if not isinstance(text, str):
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        return []
 
 
 def _check_detail(detail: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,25 +232,36 @@ class AuditLog:
             return chain.read_head(connection)
 
     def verify(
-        self, engine: Engine, *, batch: int = 5000, anchor: tuple[int, str] | None = None
+        self,
+        engine: Engine,
+        *,
+        batch: int = 5000,
+        anchor: tuple[int, str] | None = None,
+        anchors: Iterable[tuple[int, str]] = (),
     ) -> AuditReport:
         """Recompute the chain from the start; report the first row that does not fit.
 
-        ``anchor`` is a (seq, hash) head exported earlier (``credman audit head``) and kept
-        outside the database: the chain must still contain that row with that hash, which
-        catches a rewrite of the newest rows together with the head.
+        ``anchor`` (and each of ``anchors``) is a (seq, hash) head exported earlier
+        (``credman audit head``, the service's signed heads) and kept outside the database:
+        the chain must still contain that row with that hash, which catches a rewrite of
+        the newest rows together with the head. Every history row the chain binds must
+        still be there with the fields it had, and every newer history row must be bound.
         """
+        wanted = dict(anchors)
+        if anchor is not None:
+            wanted[anchor[0]] = anchor[1]
         with read(engine) as connection:
             head = chain.read_anchored_head(connection)
             start = head.anchor_seq
             previous, expected_seq, checked = head.anchor_hash, start + 1, 0
             # an external anchor at or before the archive anchor is checked in the archive
-            anchored = anchor is None or anchor[0] <= start
+            missing = {seq: digest for seq, digest in wanted.items() if seq > start}
             archived: tuple[Any, Any] | None = None
+            history = _HistoryCheck(connection, batch)
 
-            def failed(bad: int, problem: str) -> AuditReport:
+            def failed(bad: int | None, problem: str, **more: Any) -> AuditReport:
                 return AuditReport(
-                    False, checked, head.seq, head.hash, bad, problem, anchor_seq=start
+                    False, checked, head.seq, head.hash, bad, problem, anchor_seq=start, **more
                 )
 
             for row in chain.stream_events(connection, batch, after=start):
@@ -206,23 +269,45 @@ class AuditLog:
                 if problem:
                     # a missing row is named by the number it should have had
                     return failed(min(row.seq, expected_seq), problem)
-                anchored = anchored or (row.seq, row.hash) == anchor
+                if missing.get(row.seq) == row.hash:
+                    del missing[row.seq]
                 if row.action == ARCHIVE_ACTION:
                     archived = (row.detail.get("anchor_seq"), row.detail.get("anchor_hash"))
+                    history.archived_through(row.detail.get(HISTORY_THROUGH))
+                bad_history = history.bind(row.seq, row.detail)
+                if bad_history:
+                    return failed(bad_history[0], bad_history[1], bad_history_id=bad_history[2])
                 previous, expected_seq, checked = row.hash, row.seq + 1, checked + 1
+            bad_history = history.finish()  # reported after the chain's own problems
         if start and archived != (start, head.anchor_hash):
             problem = f"the chain starts after row {start}, but no archive event says so"
             return failed(start + 1, problem)
-        if not anchored and anchor is not None:
-            problem = f"the anchored row {anchor[0]} is missing or differs (history rewritten)"
-            return failed(anchor[0], problem)
+        if missing:
+            seq = min(missing)
+            newer = " (newer than the chain's head)" if seq > expected_seq - 1 else ""
+            problem = (
+                f"the anchored row {seq} is missing or differs{newer}: "
+                "rows were deleted or history rewritten"
+            )
+            return failed(seq, problem)
         last = expected_seq - 1
         if head.seq != last:
             problem = f"the chain ends at row {last} but the head says row {head.seq}"
             return failed(min(head.seq, last) + 1, problem)
         if head.hash != previous:
             return failed(last, f"the head's hash does not match row {last}")
-        return AuditReport(True, checked, head.seq, head.hash, anchor_seq=start)
+        if bad_history:
+            return failed(bad_history[0], bad_history[1], bad_history_id=bad_history[2])
+        return AuditReport(
+            True,
+            checked,
+            head.seq,
+            head.hash,
+            anchor_seq=start,
+            history_checked=history.checked,
+            history_unchecked=history.unchecked,
+            heads_checked=len([seq for seq in wanted if seq > start]),
+        )
 
     # -- retention ------------------------------------------------------------------------
 
@@ -253,7 +338,7 @@ class AuditLog:
             "anchor_seq": head.anchor_seq,
             "anchor_hash": head.anchor_hash,
         }
-        last_seq, last_hash, rows, digest = _write_archive(
+        last_seq, last_hash, rows, digest, through = _write_archive(
             engine, path, header, before_seq, self._problem
         )
         with write(engine) as connection:
@@ -272,6 +357,7 @@ class AuditLog:
                     "previous_anchor_seq": head.anchor_seq,
                     "rows": rows,
                     "sha256": digest,
+                    HISTORY_THROUGH: through,
                 },
             )
             chain.move_anchor(connection, last_seq, last_hash)
@@ -323,6 +409,19 @@ class AuditLog:
             return "hash does not match the row's content (edited)"
         return None
 
+    def export_batches(
+        self, engine: Engine, *, after: int = 0, batch: int = 1000
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The rows after ``after`` in the archive's line format, ``batch`` at a time, each
+        batch read in a read transaction of its own (closed before the batch is yielded)."""
+        while True:
+            with read(engine) as connection:
+                rows = chain.events_after(connection, after, batch)
+            if not rows:
+                return
+            yield [_archive_line(row) for row in rows]
+            after = rows[-1].seq
+
     def events(
         self,
         engine: Engine,
@@ -342,6 +441,71 @@ class AuditLog:
                 credential_id=credential_id,
             )
         return [_event(row) for row in rows]
+
+
+_HistoryProblem = tuple[int | None, str, int | None]
+"""The audit row that binds the bad history row (if any), the problem, the history row."""
+
+
+class _HistoryCheck:
+    """Checks history rows against the audit rows that bind them, a batch at a time."""
+
+    def __init__(self, connection: Connection, batch: int) -> None:
+        self._connection = connection
+        self._batch = batch
+        self._pending: list[tuple[int, list[int], Any]] = []
+        self._bound: set[int] = set()
+        self._through = 0  # history rows up to here are bound by archived audit rows
+        self.checked = 0
+        self.unchecked = 0
+
+    def archived_through(self, value: object) -> None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            self._through = max(self._through, value)
+
+    def bind(self, seq: int, detail: Mapping[str, Any]) -> _HistoryProblem | None:
+        ids = _bound_ids(detail)
+        if ids is None:
+            return None
+        if not ids:
+            return seq, f"audit row {seq} names history rows it cannot", None
+        self._pending.append((seq, ids, detail.get(HISTORY_DIGEST)))
+        return self._check() if len(self._pending) >= self._batch else None
+
+    def _check(self) -> _HistoryProblem | None:
+        pending, self._pending = self._pending, []
+        found = chain.history_by_id(self._connection, [i for _, ids, _ in pending for i in ids])
+        for seq, ids, digest in pending:
+            absent = [i for i in ids if i not in found]
+            if absent:
+                return (
+                    seq,
+                    f"history row {absent[0]}, bound by audit row {seq}, is deleted",
+                    absent[0],
+                )
+            if history_digest(found[i] for i in ids) != digest:
+                named = ",".join(map(str, ids))
+                problem = f"history row(s) {named} differ from what audit row {seq} bound (altered)"
+                return seq, problem, ids[0]
+            self._bound.update(ids)
+            self.checked += len(ids)
+        return None
+
+    def finish(self) -> _HistoryProblem | None:
+        """Check what is pending, then that every history row newer than the oldest bound
+        one (and newer than the archived ones) is bound: an unbound one was inserted."""
+        bad = self._check()
+        if bad:
+            return bad
+        oldest = min(self._bound, default=None)
+        for row_id in chain.history_ids(self._connection, self._batch):
+            if row_id in self._bound:
+                continue
+            if row_id > 0 and (oldest is None or row_id < oldest or row_id <= self._through):
+                self.unchecked += 1
+                continue
+            return None, f"history row {row_id} is bound by no audit row (inserted)", row_id
+        return None
 
 
 def _event(row: AuditRecord) -> AuditEvent:
@@ -376,15 +540,16 @@ def _write_archive(
     header: dict[str, Any],
     before_seq: int,
     problem: Callable[[AuditRecord, str, int], str | None],
-) -> tuple[int, str, int, str]:
+) -> tuple[int, str, int, str, int]:
     """Write the header and the rows after its anchor and before ``before_seq`` to a new file.
 
     Each row is verified on the way (``problem``): a chain that is already broken is not
     archived, the file is removed and nothing is pruned. Returns the last row's seq and
-    hash, the row count and the file's SHA-256.
+    hash, the row count, the file's SHA-256 and the highest history id the rows bind.
     """
     digest = hashlib.sha256()
     last_seq, last_hash, rows = header["anchor_seq"], header["anchor_hash"], 0
+    through = 0
     try:
         out = path.open("x", encoding="utf-8")  # never overwrite an earlier archive
     except OSError as exc:
@@ -402,12 +567,16 @@ def _write_archive(
                 out.write(line)
                 digest.update(line.encode())
                 last_seq, last_hash, rows = row.seq, row.hash, rows + 1
+                through = max([through, *(_bound_ids(row.detail) or ())])
+                if row.action == ARCHIVE_ACTION:  # an earlier archive's, archived in turn
+                    earlier = row.detail.get(HISTORY_THROUGH)
+                    through = max(through, earlier if isinstance(earlier, int) else 0)
             out.flush()
             os.fsync(out.fileno())
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return last_seq, last_hash, rows, digest.hexdigest()
+    return last_seq, last_hash, rows, digest.hexdigest(), through
 
 
 def _archive_line(row: AuditRecord) -> dict[str, Any]:

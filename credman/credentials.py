@@ -168,8 +168,8 @@ class Credentials:
         self, act: Act, credential_id: str, values: dict[str, Any], reason: str | None
     ) -> CredentialRecord:
         """The CREATED credential, recorded in history; the ``activate`` that follows inserts it."""
-        repository.append_history(
-            act.connection,
+        self._operations.append_history(
+            act,
             credential_id=credential_id,
             from_state=None,
             to_state=State.CREATED,

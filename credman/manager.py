@@ -12,10 +12,10 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
-from typing import Self, TypeVar, overload
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self, TypeVar, overload
 
 import httpx
 from sqlalchemy import Engine
@@ -25,6 +25,15 @@ from credman._integrity import RecordSeals
 from credman._operation import Operations
 from credman.access import AccessPolicy, Grant
 from credman.audit import ArchiveReport, AuditEvent, AuditLog, AuditReport, audit_context
+from credman.audit_export import (
+    AuditForwarder,
+    AuditHeadExporter,
+    HeadSigner,
+    JsonLinesSink,
+    SyslogSink,
+    last_exported_seq,
+    load_private_key,
+)
 from credman.audit_trail import AuditTrail
 from credman.clock import Clock, as_clock
 from credman.config import Settings
@@ -46,7 +55,7 @@ from credman.keys import (
 )
 from credman.lifecycle import Credential, Permission, RefreshPolicy, State
 from credman.models import Access, CredentialInfo, Transition
-from credman.notify import Hook, Notifier
+from credman.notify import Hook, Notifier, WebhookNotifier
 from credman.oauth.device import DeviceAuthorization
 from credman.principals import PrincipalInfo, Principals
 from credman.probes import ProbeResult, Probes
@@ -59,6 +68,8 @@ __all__ = ["CredentialManager"]
 
 C = TypeVar("C", bound=Credential)
 T = TypeVar("T")
+EVENTS_CLOSE_TIMEOUT = 5.0
+"""How long ``close`` waits for queued events to reach the hooks."""
 
 
 class CredentialManager:
@@ -79,6 +90,7 @@ class CredentialManager:
         http_client: httpx.Client | None = None,
         egress: EgressPolicy | None = None,
         notify_refreshed: bool = False,
+        background_hooks: bool = True,
     ) -> None:
         settings = Settings.from_env(database_url=database_url, key_file=key_file)
         provider = key_provider or (
@@ -114,7 +126,8 @@ class CredentialManager:
         except BaseException:
             self.close()
             raise
-        notifier = Notifier(hooks, refreshed_events=notify_refreshed)
+        notifier = Notifier(hooks, refreshed_events=notify_refreshed, background=background_hooks)
+        self._notifier = notifier
         self.keys = KeyManager(provider, keyring, ops)
         self._refresher = Refresher(ops, self.keys, notifier, self.policy, self._http)
         self._credentials = Credentials(ops, self.keys, self._refresher, notifier, self.policy)
@@ -123,7 +136,7 @@ class CredentialManager:
         )
         self._sweep = Sweep(ops, self._refresher, self._probes, notifier)
         self._grants = Grants(ops)
-        self._audit = AuditTrail(ops)
+        self._audit = AuditTrail(ops, HeadSigner(keyring.audit_head_key()))
         self._connections = Connections(ops, self.keys, notifier, self.policy, self._http)
         self._principals = Principals(
             ops,
@@ -160,10 +173,24 @@ class CredentialManager:
         self.close()
 
     def close(self) -> None:
-        """Release database connections and the HTTP client."""
+        """Deliver queued events (at most ``EVENTS_CLOSE_TIMEOUT`` seconds), then release
+        database connections and the HTTP client."""
+        notifier = getattr(self, "_notifier", None)  # absent when __init__ failed early
+        if notifier is not None:
+            notifier.close(EVENTS_CLOSE_TIMEOUT)
         self._engine.dispose()
         if self._owns_http:
             self._http.close()
+
+    def flush_events(self, timeout: float | None = 10.0) -> bool:
+        """Wait until every event emitted so far was handed to the hooks (they run in a
+        background thread); False if ``timeout`` seconds ran out first."""
+        return self._notifier.flush(timeout)
+
+    @property
+    def dropped_events(self) -> int:
+        """Events the outbox dropped: it was full, or they were queued at ``close``."""
+        return self._notifier.dropped
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -460,14 +487,24 @@ class CredentialManager:
 
     # -- audit ----------------------------------------------------------------------------
 
-    def verify_audit(self, anchor: tuple[int, str] | None = None) -> AuditReport:
-        """Recompute the audit chain, then check every row's MAC and every credential's
-        version against the chain; the report names the first bad row (``first_bad_seq``)
-        or, when the chain holds, the rows that fail (``extra["integrity"]``).
+    def verify_audit(
+        self,
+        anchor: tuple[int, str] | None = None,
+        *,
+        heads: str | os.PathLike[str] | None = None,
+        public_key: str | os.PathLike[str] | None = None,
+    ) -> AuditReport:
+        """Recompute the audit chain (and every history row it binds), then check every
+        row's MAC and every credential's version against the chain; the report names the
+        first bad row (``first_bad_seq``) or, when the chain holds, the rows that fail
+        (``extra["integrity"]``).
 
-        Pass an ``anchor`` (a head exported earlier) to detect a rewrite of the newest rows.
+        Pass an ``anchor`` (a head exported earlier) or ``heads``, a file of signed heads
+        the service exported (:meth:`audit_head_exporter`), to detect a rewrite of the
+        newest rows; each head's MAC is checked, and with ``public_key`` (PEM) its Ed25519
+        signature.
         """
-        report = self._audit.verify(anchor)
+        report = self._audit.verify(anchor, heads=heads, public_key=public_key)
         if not report.ok:
             return report
         rows = self._integrity.verify()
@@ -484,6 +521,73 @@ class CredentialManager:
         """Check every credential and grant row against its MAC, and every credential's
         version against the last one the audit chain recorded (``verify_audit`` includes it)."""
         return self._integrity.verify()
+
+    def export_audit(
+        self,
+        write: Callable[[Mapping[str, Any]], None],
+        *,
+        principal: str,
+        after: int = 0,
+    ) -> tuple[int, int]:
+        """Pass every audit row after ``after`` to ``write`` as a JSON-ready dict, oldest
+        first, read a batch at a time (needs ``audit`` on ``*``); the count and last seq."""
+        return self._audit.export(write, principal=principal, after=after)
+
+    def audit_head_exporter(
+        self,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: bytes | None = None,
+        interval: float = 300.0,
+        signing_key: str | os.PathLike[str] | None = None,
+    ) -> AuditHeadExporter:
+        """An exporter of signed audit heads to ``file`` (JSON lines, 0600, fsynced) and/or
+        POSTed to ``webhook_url`` (signed with ``webhook_secret`` like every webhook);
+        ``signing_key`` (an Ed25519 PEM) adds a signature anyone with the public key can
+        check. Call ``start()`` to export every ``interval`` seconds, ``stop()`` to end."""
+        webhook = None
+        if webhook_url is not None:
+            if not webhook_secret:
+                raise CredentialValidationError(
+                    "head_webhook_url: needs the webhook secret (CREDMAN_WEBHOOK_SECRET or _FILE)",
+                    fields=("webhook_secret",),
+                )
+            webhook = WebhookNotifier(webhook_url, webhook_secret, client=self._http)
+        key = None if signing_key is None else load_private_key(signing_key)
+        return AuditHeadExporter(
+            self.audit_head,
+            HeadSigner(self.keys.keyring.audit_head_key(), key),
+            database=self.database_url,
+            file=file,
+            webhook=webhook,
+            interval=interval,
+            now=self._operations_now,
+        )
+
+    def audit_forwarder(
+        self, *, file: str | None = None, syslog: str | None = None, interval: float = 5.0
+    ) -> AuditForwarder:
+        """A forwarder of new audit rows, as JSON lines appended to ``file`` (it resumes
+        after the file's last row) or to ``syslog`` (``HOST:PORT`` or a socket path; it
+        starts at the current head). For the service's own configuration: it reads the
+        trail without a principal. Call ``start()``, then ``stop()``."""
+        if (file is None) == (syslog is None):
+            raise CredentialValidationError(
+                "forward_file: give a file or a syslog address, one of them",
+                fields=("forward_file",),
+            )
+        if file is not None:
+            after = last_exported_seq(file)
+            sink: JsonLinesSink | SyslogSink = JsonLinesSink(file)
+        else:
+            assert syslog is not None
+            after = self.audit_head()[0]
+            sink = SyslogSink(syslog)
+        return AuditForwarder(self._audit.export_unchecked, sink, after=after, interval=interval)
+
+    def _operations_now(self) -> datetime:
+        return self.clock.now().astimezone(UTC)
 
     def archive_audit(
         self, *, before_seq: int, path: str | os.PathLike[str], principal: str

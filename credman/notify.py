@@ -9,6 +9,16 @@ then at most one summary (its ``attempts`` says how many so far) every
 ends the streak. De-duplication is per process. :class:`WebhookNotifier` is the built-in
 hook: it POSTs the event as JSON with an HMAC-SHA256 signature header and retries a bounded
 number of times.
+
+Delivery runs in the background: :meth:`Notifier.emit` puts the events on a bounded
+in-process outbox and returns at once, and one delivery thread per notifier (started with
+the first event) hands them to the hooks in the order they were emitted, so a slow webhook
+never holds the operation that reported it. A full outbox drops its oldest event, counted
+and logged, and never blocks the caller. :meth:`Notifier.flush` waits until everything
+emitted so far was delivered; :meth:`Notifier.close` drains with a deadline and stops the
+thread. The outbox is not durable: events still queued when the process dies are lost (the
+audit trail, written in the change's own transaction, still has every change). With
+``background=False`` hooks run in the caller's thread, as before.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import hmac
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -78,7 +89,8 @@ class Hook(Protocol):
 
 
 class Notifier:
-    """Passes committed events to every hook; a failing hook is logged and skipped."""
+    """Passes committed events to every hook through a bounded outbox, in order; a failing
+    hook is logged and skipped."""
 
     def __init__(
         self,
@@ -86,26 +98,106 @@ class Notifier:
         *,
         refreshed_events: bool = False,
         failure_summary_every: timedelta = timedelta(minutes=15),
+        background: bool = True,
+        max_queued: int = 10_000,
     ) -> None:
+        if max_queued < 1:
+            raise ValueError("max_queued: at least 1")
         self.hooks = tuple(hooks)
         self.refreshed_events = refreshed_events
         self.failure_summary_every = failure_summary_every
+        self.background = background
+        self.max_queued = max_queued
+        self.dropped = 0
+        """Events dropped because the outbox was full (or still queued at ``close``)."""
         self._last_failure_sent: dict[str, datetime] = {}
         self._lock = threading.Lock()
+        self._outbox: deque[CredentialEvent] = deque()
+        self._changed = threading.Condition(threading.Lock())
+        self._unfinished = 0  # queued plus the one being delivered
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"Notifier({len(self.hooks)} hooks)"
 
     def emit(self, *events: CredentialEvent) -> None:
-        """Deliver ``events`` to each hook in turn (call only after the change committed)."""
-        for event in events:
-            if not self._wanted(event):
-                continue
-            for hook in self.hooks:
-                try:
-                    hook(event)
-                except Exception as exc:  # a hook never undoes or fails a committed change
-                    logger.error("notification hook failed: {}", type(exc).__name__)
+        """Queue ``events`` for every hook (call only after the change committed); returns
+        at once. Without ``background``, deliver them here instead."""
+        wanted = [event for event in events if self._wanted(event)]
+        if not wanted or not self.hooks:
+            return
+        if not self.background:
+            for event in wanted:
+                self._deliver(event)
+            return
+        with self._changed:
+            if self._closed:
+                self._drop(len(wanted), "the notifier is closed")
+                return
+            for event in wanted:
+                if len(self._outbox) >= self.max_queued:
+                    self._outbox.popleft()
+                    self._unfinished -= 1
+                    self._drop(1, f"the outbox is full ({self.max_queued} events)")
+                self._outbox.append(event)
+                self._unfinished += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="credman-notify", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event emitted so far was handed to the hooks; False if
+        ``timeout`` seconds ran out first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._unfinished == 0, timeout)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued for at most ``timeout`` seconds, then stop the thread;
+        events still queued are dropped (counted, logged). True if all were delivered."""
+        delivered = self.flush(timeout)
+        with self._changed:
+            self._closed = True
+            left = len(self._outbox)
+            self._outbox.clear()
+            self._unfinished -= left
+            if left:
+                self._drop(left, f"they were not delivered within {timeout:g} s of closing")
+            self._changed.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(0.0 if not delivered else max(timeout, 0.0))
+        return delivered
+
+    def _drop(self, count: int, why: str) -> None:
+        self.dropped += count
+        logger.warning(
+            "notifications: dropped {} event(s), {} dropped so far: {}", count, self.dropped, why
+        )
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._outbox or self._closed)
+                if not self._outbox:
+                    return  # closed and drained
+                event = self._outbox.popleft()
+            try:
+                self._deliver(event)
+            finally:
+                with self._changed:
+                    self._unfinished -= 1
+                    self._changed.notify_all()
+
+    def _deliver(self, event: CredentialEvent) -> None:
+        for hook in self.hooks:
+            try:
+                hook(event)
+            except Exception as exc:  # a hook never undoes or fails a committed change
+                logger.error("notification hook failed: {}", type(exc).__name__)
 
     def _wanted(self, event: CredentialEvent) -> bool:
         """Whether ``event`` goes out: opt-in kinds and the failure de-duplication."""
@@ -164,10 +256,15 @@ class WebhookNotifier:
         ``timeout`` bounds each attempt as a whole (connect to last byte, not per read) and
         ``total`` all attempts and pauses together, so a slow receiver costs at most that.
         """
-        body = event.to_json()
+        if not self.send(event.to_json(), event.kind.value):
+            logger.warning("webhook gave up on {} for {!r}", event.kind.value, event.credential_id)
+
+    def send(self, body: bytes, kind: str) -> bool:
+        """POST ``body`` (JSON) as event ``kind``, signed, with the retries and deadlines
+        of ``__call__``; whether the receiver took it."""
         headers = {
             "Content-Type": "application/json",
-            "X-Credman-Event": event.kind.value,
+            "X-Credman-Event": kind,
             "X-Credman-Signature": self.signature(body),
         }
         ends = time.monotonic() + self._total
@@ -176,11 +273,11 @@ class WebhookNotifier:
             if left <= 0:
                 break
             if self._deliver(body, headers, min(self._timeout, left)):
-                return
+                return True
             pause = backoff_delay(attempt, base=0.2, cap=2.0)
             if attempt + 1 < self._attempts and time.monotonic() + pause < ends:
                 self._sleep(pause)
-        logger.warning("webhook gave up on {} for {!r}", event.kind.value, event.credential_id)
+        return False
 
     def _deliver(self, body: bytes, headers: dict[str, str], seconds: float) -> bool:
         deadline = Deadline(seconds)

@@ -57,6 +57,7 @@ _PRINCIPAL_RECORD_INFO = b"credman/principal-record-mac/v1"
 _CREDENTIAL_RECORD_INFO = b"credman/credential-record-mac/v1"
 _GRANT_RECORD_INFO = b"credman/grant-record-mac/v1"
 _KEY_CHECK_INFO = b"credman/key-check/v1"
+_AUDIT_HEAD_INFO = b"credman/audit-head-mac/v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,10 @@ class Keyring:
         for version, key in self.keys.items():
             checks[version] = _fingerprint(key)
         return checks
+
+    def audit_head_key(self) -> bytes:
+        """The MAC key that signs exported audit heads (their own HKDF label)."""
+        return self._derive(_AUDIT_HEAD_INFO)
 
     def _derive(self, info: bytes) -> bytes:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info)

@@ -9,10 +9,14 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from credman.storage.records import AuditHead, AuditRecord
-from credman.storage.tables import AuditEventRow, AuditHeadRow
+from credman.storage.tables import AuditEventRow, AuditHeadRow, HistoryRow
 
 __all__ = [
+    "HISTORY_FIELDS",
+    "events_after",
     "events_between",
+    "history_by_id",
+    "history_ids",
     "insert_event",
     "lock_head",
     "move_anchor",
@@ -35,6 +39,19 @@ _ANCHORED_HEAD = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.anchor_seq, _HEAD.c.a
 _INSERT_EVENT = insert(_EVENTS)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 _FILTERS = ("principal", "outcome", "credential_id")
+_HISTORY = HistoryRow.__table__  # type: ignore[attr-defined]
+HISTORY_FIELDS = (
+    "id",
+    "credential_id",
+    "from_state",
+    "to_state",
+    "trigger",
+    "principal",
+    "reason",
+    "at",
+    "version",
+)
+"""The history columns an audit row binds (by digest), in digest order."""
 
 
 def lock_head(connection: Connection) -> tuple[int, str]:
@@ -82,6 +99,12 @@ def stream_events(connection: Connection, batch: int, *, after: int = 0) -> Iter
         rows = connection.execute(query.where(_EVENTS.c.seq > rows[-1].seq)).all()
 
 
+def events_after(connection: Connection, after: int, limit: int) -> list[AuditRecord]:
+    """Up to ``limit`` rows with ``seq > after``, in sequence order."""
+    query = select(_EVENTS).where(_EVENTS.c.seq > after).order_by(_EVENTS.c.seq).limit(limit)
+    return [AuditRecord.from_row(row) for row in connection.execute(query)]
+
+
 def events_between(connection: Connection, after: int, before: int) -> Iterator[AuditRecord]:
     """The rows with ``after < seq < before``, in sequence order (streamed)."""
     query = select(_EVENTS).where(_EVENTS.c.seq > after, _EVENTS.c.seq < before)
@@ -120,3 +143,23 @@ def newest_events(
             query = query.where(_EVENTS.c[column] == value)
     rows = connection.execute(query).all()
     return [AuditRecord.from_row(row) for row in reversed(rows)]
+
+
+def history_by_id(connection: Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The history rows with these ids (absent ones are missing from the answer)."""
+    found: dict[int, dict[str, Any]] = {}
+    columns = [_HISTORY.c[name] for name in HISTORY_FIELDS]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for row in connection.execute(select(*columns).where(_HISTORY.c.id.in_(chunk))):
+            found[int(row.id)] = dict(row._mapping)
+    return found
+
+
+def history_ids(connection: Connection, batch: int) -> Iterator[int]:
+    """Every history row id, ascending (fetched ``batch`` at a time)."""
+    query = select(_HISTORY.c.id).order_by(_HISTORY.c.id).limit(batch)
+    ids = list(connection.execute(query).scalars())
+    while ids:
+        yield from ids
+        ids = list(connection.execute(query.where(_HISTORY.c.id > ids[-1])).scalars())

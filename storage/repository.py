@@ -206,9 +206,9 @@ def append_history(
     reason: str | None,
     at: datetime,
     version: int,
-) -> None:
-    """Record one fired transition."""
-    connection.execute(
+) -> int:
+    """Record one fired transition; its row id."""
+    result = connection.execute(
         _APPEND_HISTORY,
         {
             "credential_id": credential_id,
@@ -221,6 +221,9 @@ def append_history(
             "version": version,
         },
     )
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def history_rows(connection: Connection, credential_id: str) -> list[HistoryRecord]:

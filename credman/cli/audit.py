@@ -1,12 +1,15 @@
-"""``credman audit verify|head|tail|archive|verify-archive``: the tamper-evident audit trail."""
+"""``credman audit verify|head|tail|export|archive|verify-archive``: the tamper-evident audit
+trail."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from credman.audit_export import JsonLinesSink, SyslogSink
 from credman.cli.context import open_manager, options
 from credman.cli.output import JsonFlag, err, out, print_json, table, when
 from credman.errors import CredentialValidationError
@@ -24,10 +27,25 @@ def audit_verify(
         str | None,
         typer.Option(metavar="SEQ:HASH", help="A head kept elsewhere that must still be there."),
     ] = None,
+    heads: Annotated[
+        Path | None,
+        typer.Option(
+            "--heads",
+            "--anchor-file",
+            metavar="FILE",
+            help="Signed heads the service exported: each must still be on the chain.",
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(metavar="PEM", help="Also check the heads' Ed25519 signatures."),
+    ] = None,
 ) -> None:
-    """Recompute the hash chain; exit 1 naming the first bad row if it is broken."""
+    """Recompute the hash chain and the history it binds; exit 1 naming the first bad row."""
     with open_manager(ctx) as manager:
-        report = manager.verify_audit(_anchor(anchor) if anchor else None)
+        report = manager.verify_audit(
+            _anchor(anchor) if anchor else None, heads=heads, public_key=public_key
+        )
     rows = report.extra.get("integrity")
     if not report.ok and rows:  # the chain holds, but rows fail their MAC or are behind it
         err.print(
@@ -39,11 +57,18 @@ def audit_verify(
             err.print(inert(f"  {problem}"))
         raise typer.Exit(1)
     if not report.ok:
-        err.print(f"audit chain BROKEN at row {report.first_bad_seq}: {report.problem}")
+        where = "" if report.first_bad_seq is None else f" at row {report.first_bad_seq}"
+        err.print(f"audit chain BROKEN{where}: {report.problem}")
         raise typer.Exit(1)
+    notes = [f"{report.history_checked} history rows"]
+    if report.history_unchecked:
+        notes.append(f"{report.history_unchecked} older history rows not bound, not checked")
+    if heads is not None:
+        notes.append(f"{report.heads_checked} exported heads found")
     out.print(
-        f"audit chain ok: {report.rows_checked} rows, head {report.head_seq}:{report.head_hash}; "
-        "every credential and grant row authentic and as recent as the chain says"
+        f"audit chain ok: {report.rows_checked} rows, {', '.join(notes)}, "
+        f"head {report.head_seq}:{report.head_hash}; every credential and grant row "
+        "authentic and as recent as the chain says"
     )
 
 
@@ -109,6 +134,36 @@ def audit_tail(
             event.outcome,
         )
     out.print(shown)
+
+
+@audit_app.command("export")
+def audit_export(
+    ctx: typer.Context,
+    after: Annotated[
+        int, typer.Option("--after", metavar="SEQ", min=0, help="Only rows numbered above SEQ.")
+    ] = 0,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", metavar="FILE", help="Append JSON lines here (0600)."),
+    ] = None,
+    syslog: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDRESS", help="Send to syslog (RFC 5424): HOST:PORT (UDP) or a socket path."
+        ),
+    ] = None,
+) -> None:
+    """Every audit row after SEQ as JSON lines: to stdout, a file, or syslog."""
+    if output is not None and syslog is not None:
+        raise CredentialValidationError("output: give --output or --syslog, not both")
+    sink: JsonLinesSink | SyslogSink
+    sink = SyslogSink(syslog) if syslog is not None else JsonLinesSink(output or sys.stdout)
+    try:
+        with open_manager(ctx) as manager:
+            count, last = manager.export_audit(sink, principal=options(ctx).principal, after=after)
+    finally:
+        sink.close()
+    err.print(f"exported {count} audit rows after {after}, up to row {last}")
 
 
 @audit_app.command("archive")

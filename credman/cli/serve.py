@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -23,10 +24,11 @@ from typing import Annotated, Any
 import typer
 from loguru import logger
 
+from credman.audit_export import check_forwarding, check_head_export
 from credman.cli.context import open_manager, operator_principal, options
 from credman.cli.output import ago, when
 from credman.config import Settings
-from credman.errors import CredentialError
+from credman.errors import CredentialError, CredentialValidationError
 from credman.logs import configure_logging
 from credman.manager import CredentialManager
 
@@ -114,12 +116,75 @@ def serve(
             report = scheduler.sweep()
             logger.info("credman serve: swept once: {}", _report(report))
             return
+        exporters = [_head_exporter(manager, os.environ), _forwarder(manager, os.environ)]
+        running = [exporter for exporter in exporters if exporter is not None]
+        for exporter in running:
+            exporter.start()
         scheduler.start()
         while not stop.wait(summary_every):
             logger.info("credman serve: {}", _summary(manager, options(ctx).principal, scheduler))
         logger.info("credman serve: stopping (waiting up to {:g} s for a sweep)", grace)
         _shutdown(scheduler, grace)
+        for exporter in running:
+            exporter.stop(grace)
     logger.info("credman serve: stopped")
+
+
+def _seconds(env: Mapping[str, str], variable: str, default: float, name: str) -> float:
+    try:
+        return float(env.get(variable) or default)
+    except ValueError:
+        raise CredentialValidationError(
+            f"{name}: not a number of seconds", fields=(name,)
+        ) from None
+
+
+def _forwarder(manager: CredentialManager, env: Mapping[str, str]) -> Any:
+    """The forwarder of new audit rows CREDMAN_AUDIT_FORWARD_* ask for (None: not asked)."""
+    file = env.get("CREDMAN_AUDIT_FORWARD_FILE") or None
+    syslog = env.get("CREDMAN_AUDIT_FORWARD_SYSLOG") or None
+    if file is None and syslog is None:
+        return None
+    interval = _seconds(env, "CREDMAN_AUDIT_FORWARD_INTERVAL", 5.0, "forward_interval")
+    check_forwarding(file, syslog, interval)
+    logger.info(
+        "credman serve: forwarding new audit rows every {:g} s to {}",
+        interval,
+        file or f"syslog {syslog}",
+    )
+    return manager.audit_forwarder(file=file, syslog=syslog, interval=interval)
+
+
+def _head_exporter(manager: CredentialManager, env: Mapping[str, str]) -> Any:
+    """The signed-head exporter CREDMAN_AUDIT_HEAD_* ask for (None: not configured); the
+    same settings as ``[audit]`` of the service's configuration file."""
+    file = env.get("CREDMAN_AUDIT_HEAD_FILE") or None
+    url = env.get("CREDMAN_AUDIT_HEAD_WEBHOOK_URL") or None
+    if file is None and url is None:
+        return None
+    interval = _seconds(env, "CREDMAN_AUDIT_HEAD_INTERVAL", 300.0, "head_interval")
+    check_head_export(file, url, interval)
+    secret = env.get("CREDMAN_WEBHOOK_SECRET") or None
+    secret_file = env.get("CREDMAN_WEBHOOK_SECRET_FILE")
+    if secret_file:
+        try:
+            secret = Path(secret_file).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError):
+            raise CredentialValidationError(
+                f"webhook_secret_file: cannot read {secret_file}", fields=("webhook_secret_file",)
+            ) from None
+    logger.info(
+        "credman serve: exporting signed audit heads every {:g} s to {}",
+        interval,
+        " and ".join(x for x in (file, url) if x),
+    )
+    return manager.audit_head_exporter(
+        file=file,
+        webhook_url=url,
+        webhook_secret=None if secret is None else secret.encode(),
+        interval=interval,
+        signing_key=env.get("CREDMAN_AUDIT_HEAD_SIGNING_KEY") or None,
+    )
 
 
 def _serve_http(

@@ -55,7 +55,50 @@ def serve(
         manager.configure_auth_throttle(
             max_failures=settings.auth_max_failures, lockout=settings.auth_lockout
         )
-        return _run(manager, settings, workers, ready, stop)
+        exporters = [_head_exporter(manager, settings), _forwarder(manager, settings)]
+        running = [e for e in exporters if e is not None]
+        for exporter in running:
+            exporter.start()
+        try:
+            return _run(manager, settings, workers, ready, stop)
+        finally:
+            for exporter in running:
+                exporter.stop()  # one last head and forward: where the service stopped
+
+
+def _forwarder(manager: CredentialManager, settings: ServerSettings) -> Any:
+    """The forwarder of new audit rows ``[audit] forward_*`` asks for (None: not asked)."""
+    if settings.forward_file is None and settings.forward_syslog is None:
+        return None
+    logger.info(
+        "credman serve: forwarding new audit rows every {:g} s to {}",
+        settings.forward_interval,
+        settings.forward_file or f"syslog {settings.forward_syslog}",
+    )
+    return manager.audit_forwarder(
+        file=settings.forward_file,
+        syslog=settings.forward_syslog,
+        interval=settings.forward_interval,
+    )
+
+
+def _head_exporter(manager: CredentialManager, settings: ServerSettings) -> Any:
+    """The signed-head exporter ``[audit]`` asks for (None: not configured)."""
+    if settings.head_file is None and settings.head_webhook_url is None:
+        return None
+    secret = settings.webhook_secret
+    logger.info(
+        "credman serve: exporting signed audit heads every {:g} s to {}",
+        settings.head_interval,
+        " and ".join(x for x in (settings.head_file, settings.head_webhook_url) if x),
+    )
+    return manager.audit_head_exporter(
+        file=settings.head_file,
+        webhook_url=settings.head_webhook_url,
+        webhook_secret=None if secret is None else secret.reveal().encode(),
+        interval=settings.head_interval,
+        signing_key=settings.head_signing_key,
+    )
 
 
 def _stop_on_signals() -> threading.Event:

@@ -19,6 +19,14 @@ admins = ["ops"]               # CREDMAN_ADMINS (comma-separated)
 [notify]
 webhook_url = "https://hooks.example/credman"   # CREDMAN_WEBHOOK_URL
 webhook_secret_file = "webhook.secret"  # CREDMAN_WEBHOOK_SECRET_FILE or _SECRET
+[audit]
+head_file = "/var/lib/credman/heads.jsonl"  # CREDMAN_AUDIT_HEAD_FILE: signed heads appended
+head_webhook_url = "https://anchor.example/h"  # CREDMAN_AUDIT_HEAD_WEBHOOK_URL (notify secret)
+head_interval = 300            # CREDMAN_AUDIT_HEAD_INTERVAL (seconds)
+head_signing_key = "head.key"  # CREDMAN_AUDIT_HEAD_SIGNING_KEY: Ed25519 PEM (optional)
+forward_file = "audit.jsonl"    # CREDMAN_AUDIT_FORWARD_FILE: new rows appended as JSON lines
+forward_syslog = "/dev/log"    # CREDMAN_AUDIT_FORWARD_SYSLOG: or HOST:PORT (UDP), RFC 5424
+forward_interval = 5           # CREDMAN_AUDIT_FORWARD_INTERVAL (seconds)
 [limits]
 max_body_bytes = 65536         # CREDMAN_MAX_BODY_BYTES
 auth_max_failures = 5          # CREDMAN_AUTH_MAX_FAILURES (per token id; x6 per source)
@@ -36,6 +44,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from credman.audit_export import check_forwarding, check_head_export
 from credman.crypto import Secret
 from credman.errors import CredentialValidationError
 from credman.server.urls import check_base_url
@@ -55,6 +64,13 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "admins": ("access", "admins", "CREDMAN_ADMINS"),
     "webhook_url": ("notify", "webhook_url", "CREDMAN_WEBHOOK_URL"),
     "webhook_secret_file": ("notify", "webhook_secret_file", "CREDMAN_WEBHOOK_SECRET_FILE"),
+    "head_file": ("audit", "head_file", "CREDMAN_AUDIT_HEAD_FILE"),
+    "head_webhook_url": ("audit", "head_webhook_url", "CREDMAN_AUDIT_HEAD_WEBHOOK_URL"),
+    "head_interval": ("audit", "head_interval", "CREDMAN_AUDIT_HEAD_INTERVAL"),
+    "head_signing_key": ("audit", "head_signing_key", "CREDMAN_AUDIT_HEAD_SIGNING_KEY"),
+    "forward_file": ("audit", "forward_file", "CREDMAN_AUDIT_FORWARD_FILE"),
+    "forward_syslog": ("audit", "forward_syslog", "CREDMAN_AUDIT_FORWARD_SYSLOG"),
+    "forward_interval": ("audit", "forward_interval", "CREDMAN_AUDIT_FORWARD_INTERVAL"),
     "max_body_bytes": ("limits", "max_body_bytes", "CREDMAN_MAX_BODY_BYTES"),
     "auth_max_failures": ("limits", "auth_max_failures", "CREDMAN_AUTH_MAX_FAILURES"),
     "auth_lockout": ("limits", "auth_lockout", "CREDMAN_AUTH_LOCKOUT"),
@@ -76,6 +92,13 @@ class ServerSettings:
     webhook_url: str | None = None
     webhook_secret_file: str | None = None
     webhook_secret: Secret | None = field(default=None, repr=False)
+    head_file: str | None = None
+    head_webhook_url: str | None = None
+    head_interval: float = 300.0
+    head_signing_key: str | None = None
+    forward_file: str | None = None
+    forward_syslog: str | None = None
+    forward_interval: float = 5.0
     max_body_bytes: int = 64 * 1024
     auth_max_failures: int = 5
     auth_lockout: float = 300.0
@@ -93,7 +116,7 @@ class ServerSettings:
             _bad("http", "nothing to run: give --http or --uds, or keep the scheduler on")
         if (self.tls_cert is None) != (self.tls_key is None):
             _bad("tls_cert", "give --tls-cert and --tls-key together")
-        for name in ("tls_cert", "tls_key", "webhook_secret_file"):
+        for name in ("tls_cert", "tls_key", "webhook_secret_file", "head_signing_key"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 _bad(name, f"no readable file at {path}")
@@ -118,6 +141,12 @@ class ServerSettings:
         if self.webhook_url is not None and self.webhook_secret is None:
             _bad("webhook_secret", "a webhook URL needs a secret (CREDMAN_WEBHOOK_SECRET or _FILE)")
         _check_connect_urls(self.public_url, self.return_to)
+        check_head_export(self.head_file, self.head_webhook_url, self.head_interval)
+        if self.head_webhook_url is not None and self.webhook_secret is None:
+            _bad("webhook_secret", "a head webhook needs the webhook secret (..._SECRET or _FILE)")
+        check_forwarding(self.forward_file, self.forward_syslog, self.forward_interval)
+        if self.head_signing_key is not None and self.head_file is self.head_webhook_url is None:
+            _bad("head_signing_key", "signs exported heads: give head_file or head_webhook_url")
         return self
 
 

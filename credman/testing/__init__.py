@@ -51,8 +51,11 @@ class TimeMachine:
         return self.run_due()
 
     def run_due(self) -> TickReport:
-        """Run the scheduler's sweep once at the current frozen time."""
-        return self.manager.tick(self.now())
+        """Run the scheduler's sweep once at the current frozen time; when it returns, the
+        hooks have every event it emitted (hooks run in a background thread)."""
+        report = self.manager.tick(self.now())
+        self.manager.flush_events(10.0)
+        return report
 
 
 @contextmanager

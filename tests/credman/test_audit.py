@@ -74,9 +74,12 @@ def test_each_operation_writes_exactly_its_audit_rows(manager: CredentialManager
         manager.get("missing", principal="admin")
     manager.revoke_grant("bob", "c*", principal="admin")
     manager.revoke("c", principal="admin", reason="rotated")
+    rows = _rows(manager)
+    digests = [detail.pop("history_sha256", None) for *_, detail in rows]
+    assert 3 == len({d for d in digests if d is not None})  # one per change, all differ
     assert [
-        ("create", "ok", "admin", "c", {"type": "basic", "version": 1}),
-        ("update", "ok", "admin", "c", {"type": "basic", "version": 2}),
+        ("create", "ok", "admin", "c", {"type": "basic", "version": 1, "history": "1,2"}),
+        ("update", "ok", "admin", "c", {"type": "basic", "version": 2, "history": "3"}),
         ("read", "ok", "admin", "c", {"version": 2}),
         ("grant", "ok", "admin", None, {"grantee": "bob", "pattern": "c*", "permissions": "read"}),
         ("read", "ok", "bob", "c", {"version": 2}),
@@ -84,8 +87,8 @@ def test_each_operation_writes_exactly_its_audit_rows(manager: CredentialManager
         ("grant", "denied", "bob", None, {"error": "AccessDenied", "permission": "admin"}),
         ("read", "failed", "admin", "missing", {"error": "NotFound"}),
         ("revoke_grant", "ok", "admin", None, {"grantee": "bob", "pattern": "c*", "removed": True}),
-        ("revoke", "ok", "admin", "c", {"version": 3}),
-    ] == _rows(manager)
+        ("revoke", "ok", "admin", "c", {"version": 3, "history": "4"}),
+    ] == rows
 
 
 def test_an_untouched_chain_verifies(manager: CredentialManager) -> None:

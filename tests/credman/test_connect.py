@@ -134,6 +134,7 @@ def test_connect_end_to_end_activates_with_working_tokens(
 ) -> None:
     """connect -> provider -> complete_connect: ACTIVE, a token the provider accepts, an event."""
     info = connected(mgr, provider)
+    assert mgr.flush_events()
     assert (State.ACTIVE, True, [EventKind.CONNECTED]) == (
         info.state,
         provider.is_valid(token_of(mgr)),
@@ -254,6 +255,7 @@ def test_access_denied_is_refused_and_notified(
     provider.authorize_mode = "access_denied"
     _, params = started(mgr, provider)
     outcome = refused(mgr, state=params["state"], code=None, error=params["error"])
+    assert mgr.flush_events()
     assert (("access_denied", State.CREATED, 1, "connect"), [EventKind.CONNECT_FAILED]) == (
         outcome,
         [e.kind for e in events],
@@ -373,6 +375,7 @@ def test_device_connect_polls_until_approved(
         provider.approve_device(authorization.user_code)
 
     info = mgr.connect_device("dev", principal="admin", show=show, sleep=clock.sleep)
+    assert mgr.flush_events()
     assert (State.ACTIVE, 1, [1], [EventKind.CONNECTED]) == (
         info.state,
         len(shown),

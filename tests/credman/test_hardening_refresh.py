@@ -108,6 +108,7 @@ def test_an_outage_sends_one_failure_then_summaries_expired_once_and_recovered(
     server.mode = "ok"
     now[0] = START + timedelta(minutes=90)
     manager.tick(now[0])
+    assert manager.flush_events()
     kinds = [event.kind.value for event in events]
     failures = [e for e in events if e.kind is EventKind.REFRESH_FAILED]
     assert 1 == kinds.count("expired")

@@ -162,6 +162,7 @@ def test_transient_fault_with_a_valid_token_is_deferred(
     assert None is raised
     assert (State.ACTIVE, 1) == (info.state, info.attempts)
     assert info.next_due_at > DUE_AND_VALID
+    assert manager.flush_events()
     assert [EventKind.REFRESH_FAILED] == [event.kind for event in events]
     assert [] == server.revoked_grants
 
@@ -184,6 +185,7 @@ def test_transient_fault_with_an_expired_token_expires_until_the_retry(
         assert False is raised.permanent
     assert (State.EXPIRED, 1) == (info.state, info.attempts)
     assert info.next_due_at > PAST_EXPIRY
+    assert manager.flush_events()
     kinds = [event.kind for event in events]
     assert [EventKind.REFRESH_FAILED, EventKind.EXPIRED] == kinds
     assert [] == server.revoked_grants
@@ -209,6 +211,7 @@ def test_invalid_grant_needs_reauthorization(
         info.next_due_at,
         info.last_error,
     )
+    assert manager.flush_events()
     assert [EventKind.REAUTHORIZATION_REQUIRED] == [event.kind for event in events]
 
 
@@ -380,6 +383,7 @@ def test_lost_response_retry_replays_and_needs_reauthorization(
         info.next_due_at,
         info.last_error,
     )
+    assert manager.flush_events()
     assert 1 == len(server.revoked_grants)
     assert [EventKind.REFRESH_FAILED, EventKind.REAUTHORIZATION_REQUIRED] == [
         event.kind for event in events

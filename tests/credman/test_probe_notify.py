@@ -92,6 +92,7 @@ def test_failed_probe_is_reported(make_manager: Any, endpoint: _RecordingServer)
     endpoint.statuses.append(403)
     result = manager.test("b", principal="admin")
     assert (False, 403) == (result.ok, result.status)
+    assert manager.flush_events()
     assert [(EventKind.PROBE_FAILED, "403")] == [(e.kind, e.error_code) for e in events]
     assert endpoint.requests[0][2]["Authorization"].startswith("Basic ")
 
@@ -178,3 +179,4 @@ def test_a_failing_hook_does_not_fail_the_operation(make_manager: Any) -> None:
     manager = make_manager(hooks=[broken])
     manager.store("k", ApiKey(key="x"), principal="admin")
     assert "REVOKED" == manager.revoke("k", principal="admin").state
+    assert manager.flush_events()  # the hook ran (and failed) in the background

@@ -29,6 +29,8 @@ EXTRA_NAMES = {
     "AccessAuth",
     "AuditError",
     "AuditEvent",
+    "AuditForwarder",
+    "AuditHeadExporter",
     "ArchiveReport",
     "AuditReport",
     "AuthorizationFailed",

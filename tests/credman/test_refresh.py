@@ -241,6 +241,7 @@ def test_permanent_failure_requires_reauthorization(
     assert 1 == server.token_requests
     info = manager.info("gh", principal="admin")
     assert (State.EXPIRED, None, "invalid_grant") == (info.state, info.next_due_at, info.last_error)
+    assert manager.flush_events()
     assert [EventKind.REAUTHORIZATION_REQUIRED] == [e.kind for e in events]
     server.mode = "ok"
     manager.store("gh", oauth_credential(server), principal="admin", reason="re-authorized")
@@ -264,6 +265,7 @@ def test_recovery_after_failures_is_announced(
         _token(manager)
     assert 0 == manager.info("gh", principal="admin").attempts
     # no token was ever usable, so the failed first refresh also reports it expired
+    assert manager.flush_events()
     kinds = [e.kind for e in events]
     assert [EventKind.REFRESH_FAILED, EventKind.EXPIRED, EventKind.RECOVERED] == kinds
 

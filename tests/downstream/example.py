@@ -71,6 +71,7 @@ ok: bool = mgr.verify_audit().ok
 events: list[CredentialEvent] = []
 with CredentialManager("sqlite:///./other.db", "./credman.key", hooks=[events.append]) as other:
     other.tick()
+    delivered: bool = other.flush_events(timeout=5.0)  # hooks run in the background
 
 # configuration from the environment takes only the constructor's keywords
 CredentialManager.from_env(bogus=1)  # type: ignore[call-arg]
