@@ -505,16 +505,17 @@ class CredentialManager:
         signature.
         """
         report = self._audit.verify(anchor, heads=heads, public_key=public_key)
-        if not report.ok:
-            return report
-        rows = self._integrity.verify()
+        rows = self._integrity.verify()  # also when the chain is broken: name every problem
         if rows.ok:
             return report
+        extra = {**report.extra, "integrity": list(rows.problems)}
+        if not report.ok:
+            return dataclasses.replace(report, extra=extra)
         return dataclasses.replace(
             report,
             ok=False,
             problem=f"{len(rows.problems)} row(s) fail the integrity check: {rows.problems[0]}",
-            extra={**report.extra, "integrity": list(rows.problems)},
+            extra=extra,
         )
 
     def verify_integrity(self) -> IntegrityReport:

@@ -58,7 +58,11 @@ def audit_verify(
         raise typer.Exit(1)
     if not report.ok:
         where = "" if report.first_bad_seq is None else f" at row {report.first_bad_seq}"
-        err.print(f"audit chain BROKEN{where}: {report.problem}")
+        err.print(inert(f"audit chain BROKEN{where}: {report.problem}"))
+        if rows:
+            err.print(f"and {len(rows)} database row(s) FAIL the integrity check:", markup=False)
+            for problem in rows:
+                err.print(inert(f"  {problem}"))
         raise typer.Exit(1)
     notes = [f"{report.history_checked} history rows"]
     if report.history_unchecked:

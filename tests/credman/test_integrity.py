@@ -362,6 +362,8 @@ def test_a_rollback_that_also_forges_history_is_caught_by_audit_verify(
     assert "old-secret" == _password(manager, "c")  # the limit of the read-time check
     report = manager.verify_audit()
     assert not report.ok
+    # the forged history row is bound by no audit row, and the restored row is named too
+    assert "is bound by no audit row (inserted)" in str(report.problem)
     assert [
         "credential 'c': the row is version 1 but the audit trail recorded version 2 "
         "(an older row was restored)"
