@@ -119,10 +119,12 @@ class Sweep:
         at = now  # None: each credential's work takes the clock's time itself
         now = now or self._operations.now()
         report = TickReport(now=now)
-        report.sessions_deleted = self._forget_expired_sessions(now)
         with read(self._operations.engine) as connection:
             due = repository.due_credentials(connection, now, limit)
             probes = repository.due_credentials(connection, now, limit, due="probe_due_at")
+            stale_sessions = connect_sessions.any_expired(connection, now)
+        if stale_sessions:  # no write transaction for a sweep with nothing to forget
+            report.sessions_deleted = self._forget_expired_sessions(now)
         report.due = len(due)
         dues = [record.next_due_at for record in due if record.next_due_at is not None]
         if dues:

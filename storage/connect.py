@@ -14,6 +14,7 @@ from credman.storage.tables import ConnectSessionRow
 
 __all__ = [
     "CONNECT_SESSIONS",
+    "any_expired",
     "count_with_key_version",
     "delete_expired",
     "insert_session",
@@ -45,6 +46,11 @@ _EXPIRED_BATCH = (
     .scalar_subquery()
 )
 _DELETE_EXPIRED = delete(CONNECT_SESSIONS).where(CONNECT_SESSIONS.c.state_hash.in_(_EXPIRED_BATCH))
+_ANY_EXPIRED = (
+    select(CONNECT_SESSIONS.c.state_hash)
+    .where(CONNECT_SESSIONS.c.expires_at < bindparam("b_before"))
+    .limit(1)
+)
 _COMPARE_AND_SET = (
     update(CONNECT_SESSIONS)
     .where(
@@ -79,6 +85,12 @@ def peek_session(connection: Connection, state_hash: str) -> ConnectSessionRecor
 def spend(connection: Connection, state_hash: str, now: datetime) -> None:
     """Mark the session used and destroy its sealed verifier and data key."""
     connection.execute(_SPEND, {"b_hash": state_hash, "b_now": now})
+
+
+def any_expired(connection: Connection, before: datetime) -> bool:
+    """Whether any session expired before ``before`` (one index probe: a sweep with nothing
+    to forget takes no write lock)."""
+    return connection.execute(_ANY_EXPIRED, {"b_before": before}).first() is not None
 
 
 def delete_expired(connection: Connection, before: datetime, limit: int = 1000) -> int:
