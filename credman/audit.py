@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -225,6 +225,46 @@ class AuditLog:
         chain.insert_event(connection, event)
         chain.move_head(connection, seq, digest)
         return seq
+
+    def append_many(self, connection: Connection, events: Sequence[Mapping[str, Any]]) -> int:
+        """Append ``events`` (each: ``at``, ``principal``, ``action``, ``credential_id``,
+        optional ``outcome`` and ``detail``) in order inside the caller's transaction: one
+        head lock, one multi-row insert and one head move for all of them (bulk imports);
+        the last sequence number."""
+        head_seq, head_hash = chain.lock_head(connection)
+        rows = []
+        for event in events:
+            detail = _check_detail({**_CONTEXT.get(), **(event.get("detail") or {})})
+            at = event["at"].astimezone(UTC)
+            seq, outcome = head_seq + 1, event.get("outcome", "ok")
+            canonical = _canonical(
+                seq,
+                at,
+                event["principal"],
+                event["action"],
+                event["credential_id"],
+                outcome,
+                detail,
+            )
+            digest = self._hash(head_hash, canonical)
+            rows.append(
+                {
+                    "seq": seq,
+                    "at": at,
+                    "principal": event["principal"],
+                    "action": event["action"],
+                    "credential_id": event["credential_id"],
+                    "outcome": outcome,
+                    "detail": detail,
+                    "prev_hash": head_hash,
+                    "hash": digest,
+                }
+            )
+            head_seq, head_hash = seq, digest
+        if rows:
+            chain.insert_events(connection, rows)
+            chain.move_head(connection, head_seq, head_hash)
+        return head_seq
 
     def head(self, engine: Engine) -> tuple[int, str]:
         """The last sequence number and hash, for anchoring outside the database."""

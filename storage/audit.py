@@ -3,7 +3,7 @@ the anchor and prune the rows an archive holds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -18,6 +18,7 @@ __all__ = [
     "history_by_id",
     "history_ids",
     "insert_event",
+    "insert_events",
     "lock_head",
     "move_anchor",
     "move_head",
@@ -69,6 +70,11 @@ def read_head(connection: Connection) -> tuple[int, str]:
 def insert_event(connection: Connection, values: Mapping[str, Any]) -> None:
     """Insert one chain row."""
     connection.execute(_INSERT_EVENT, dict(values))
+
+
+def insert_events(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert chain rows in one executemany (bulk appends)."""
+    connection.execute(_INSERT_EVENT, [dict(row) for row in rows])
 
 
 def move_head(connection: Connection, seq: int, digest: str) -> None:

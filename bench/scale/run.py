@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import tempfile
 import threading
@@ -21,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, bindparam, create_engine, func, select, text, update
 
 from bench import postgres
 from bench.machine import describe
@@ -33,6 +34,8 @@ from bench.scale.seed import Partition, seed, seed_rate
 from credman import ApiKey, CredentialManager, Permission
 from credman.access import SYSTEM
 from credman.crypto import KeyFileProvider
+from credman.egress import EgressPolicy
+from credman.storage.repository import CREDENTIALS
 
 __all__ = ["run"]
 
@@ -61,7 +64,11 @@ class Run:
         self.key_file = work / "credman.key"
         KeyFileProvider(self.key_file).create()
         self.engine: Engine = create_engine(_url(base_url, "bench-harness"))
-        self.manager = CredentialManager(_url(base_url, "bench-manager"), str(self.key_file))
+        self.manager = CredentialManager(
+            _url(base_url, "bench-manager"),
+            str(self.key_file),
+            egress=EgressPolicy(allow_loopback=True),  # the provider farm is on loopback
+        )
         self.farm: list[Child] = []
         self.partitions: list[Partition] = []
         self.resource_urls: list[str] = []
@@ -133,11 +140,12 @@ class Run:
             env = dict(os.environ)
             env["CREDMAN_DATABASE_URL"] = _url(self.base_url, f"bench-serve-{number}")
             env["CREDMAN_KEY_FILE"] = str(self.key_file)
+            env["CREDMAN_EGRESS_ALLOW_LOOPBACK"] = "1"  # the provider farm is on loopback
             argv = [str(Path(sys.executable).parent / "credman"), "serve"]
             argv += ["--interval", str(self.plan.interval)]
             started.append(self.kids.start(f"{label}-serve-{number}", argv, env=env))
         for child in started:
-            _wait_for_log(self.kids.logs / f"{child.name}.log", "credman serve: sweeping", 120)
+            _wait_for_log(self.kids.logs / f"{child.name}.log", "sweeping every", 120)
         return started
 
     def window(self, count: int) -> dict[str, Any]:
@@ -236,13 +244,10 @@ class Run:
         overdue = self.plan.overdue
         with self.engine.begin() as connection:
             down_at = connection.execute(text("SELECT clock_timestamp()")).scalar_one()
-            connection.execute(
-                text(
-                    "UPDATE credential SET next_due_at = :down - random() * interval '1 hour' "
-                    "WHERE id IN (SELECT id FROM credential WHERE id LIKE 'bench-%' "
-                    "AND state <> 'REFRESHING' ORDER BY random() LIMIT :n)"
-                ),
-                {"down": down_at, "n": overdue},
+            self._move_due(
+                connection,
+                overdue,
+                lambda: down_at - timedelta(seconds=3600 * random.random()),
             )
             backlog = observe.overdue(connection, down_at)
         say(f"restart: {backlog:,} overdue ({overdue:,} moved an hour back); {count} processes")
@@ -284,6 +289,36 @@ class Run:
             else round(float(last_done) - 0, 1),
         }
 
+    def _move_due(self, connection: Any, count: int, due: Callable[[], datetime]) -> None:
+        """Give ``count`` random seeded rows (not mid-refresh) a new due time, as the key
+        holder would: each row's MAC is recomputed (a raw UPDATE would make it a forged row
+        that credman refuses)."""
+        rows = connection.execute(
+            select(CREDENTIALS)
+            .where(CREDENTIALS.c.id.like("bench-%"), CREDENTIALS.c.state != "REFRESHING")
+            .order_by(func.random())
+            .limit(count)
+            .with_for_update()
+        ).all()
+        seals = self.manager.keys.seals
+        changes = []
+        for row in rows:
+            columns = dict(row._mapping) | {"next_due_at": due()}
+            changes.append(
+                {
+                    "b_id": columns["id"],
+                    "next_due_at": columns["next_due_at"],
+                    "record_mac": seals.credential_mac(columns),
+                }
+            )
+        if changes:
+            connection.execute(
+                update(CREDENTIALS)
+                .where(CREDENTIALS.c.id == bindparam("b_id"))
+                .values(next_due_at=bindparam("next_due_at"), record_mac=bindparam("record_mac")),
+                changes,
+            )
+
     def _until_clear(self, down_at: datetime, limit: float) -> float | None:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
@@ -299,14 +334,8 @@ class Run:
         """A tick over ``tick_due`` due rows in this process, and the due query's plan."""
         due = self.plan.tick_due
         with self.engine.begin() as connection:
-            connection.execute(
-                text(
-                    "UPDATE credential SET next_due_at = clock_timestamp() - interval '1 second' "
-                    "WHERE id IN (SELECT id FROM credential WHERE id LIKE 'bench-%' "
-                    "AND state <> 'REFRESHING' ORDER BY random() LIMIT :n)"
-                ),
-                {"n": due},
-            )
+            moment = datetime.now(UTC) - timedelta(seconds=1)
+            self._move_due(connection, due, lambda: moment)
         with self.engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE credential")
         now = datetime.now(UTC)
@@ -395,7 +424,12 @@ class Run:
             "examples_differing": differ[:5],
             "revoked_grants": len(revoked),
             "bytes_per_row": _bytes_per_row(observe.sizes(self.engine)),
-            "audit_verify": {"ok": report.ok, "rows_checked": report.rows_checked},
+            "audit_verify": {
+                "ok": report.ok,
+                "rows_checked": report.rows_checked,
+                "problem": report.problem,
+                "integrity": list(report.extra.get("integrity", ()))[:5],
+            },
             "sizes": observe.sizes(self.engine),
         }
 

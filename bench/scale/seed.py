@@ -3,9 +3,10 @@
 Each credential is sealed by the project's own sealing code (a fresh data key per
 credential, every secret field bound to its id, field and public fields), exactly the
 columns ``store`` writes, and its two history rows (create, activate) as ``store`` records
-them. Rows go in with ``COPY`` through psycopg inside one transaction per batch, and each
-batch is audited by one event on the real chain (``create`` with the batch's size and
-range), so ``verify_audit`` holds over a seeded database.
+them, with the row MAC ``store`` computes. Rows go in with ``COPY`` through psycopg inside
+one transaction per batch, and each credential gets its ``create`` event (version 1) on the
+real chain, appended in bulk (:meth:`AuditLog.append_many`), so ``verify_audit`` holds over
+a seeded database: the chain, every row's MAC, and every version against the chain.
 
 Due times are spread evenly over :attr:`Plan.period` from ``first_due`` on, so the wanted
 number fall due each minute; each expiry is what the refresh policy would put there
@@ -25,13 +26,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from psycopg.types.json import Json
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam, select
 
 from bench.scale.plan import SPREAD, Plan
 from credman import OAuth2
+from credman._integrity import RecordSeals
 from credman._sealing import seal
-from credman.audit import AuditLog
+from credman.audit import HISTORY_DIGEST, HISTORY_IDS, AuditLog, history_digest
 from credman.crypto import Keyring
+from credman.storage.repository import HISTORY
 
 __all__ = ["SEED_PRINCIPAL", "Partition", "SeedReport", "credential_id", "seed"]
 
@@ -52,8 +55,14 @@ _COLUMNS = (
     "attempts",
     "created_at",
     "updated_at",
+    "record_mac",
 )
 _HISTORY = ("credential_id", "from_state", "to_state", "trigger", "principal", "at", "version")
+_BATCH_HISTORY = (
+    select(HISTORY)
+    .where(HISTORY.c.credential_id.in_(bindparam("ids", expanding=True)))
+    .order_by(HISTORY.c.id)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +130,13 @@ def seed(
     started = time.perf_counter()
     sealing = 0.0
     audit = AuditLog(keyring.audit_key())
+    seals = RecordSeals(
+        credential_key=keyring.credential_record_key(), grant_key=keyring.grant_record_key()
+    )
     files = [p.grants.open("w") for p in partitions]
     try:
         for batch in _batches(plan.rows):
-            rows, history, spent = _build(keyring, plan, partitions, files, batch, first_due)
+            rows, history, spent = _build(keyring, seals, plan, partitions, files, batch, first_due)
             sealing += spent
             _copy(engine, audit, batch, rows, history)
     finally:
@@ -146,6 +158,7 @@ def _batches(rows: int) -> Iterator[range]:
 
 def _build(
     keyring: Keyring,
+    seals: RecordSeals,
     plan: Plan,
     partitions: Sequence[Partition],
     files: Sequence[TextIO],
@@ -162,7 +175,7 @@ def _build(
         values, refresh_token = _sealed(keyring, partitions[part], index, expires, now)
         files[part].write(f"{credential_id(index)}\t{refresh_token}\n")
         issued = expires - timedelta(seconds=plan.lifetime)
-        rows.append(_row(credential_id(index), values, expires, issued, due, now))
+        rows.append(_row(seals, credential_id(index), values, expires, issued, due, now))
         history.append((credential_id(index), None, "CREATED", "create", SEED_PRINCIPAL, now, 1))
         history.append(
             (credential_id(index), "CREATED", "ACTIVE", "activate", SEED_PRINCIPAL, now, 1)
@@ -171,6 +184,7 @@ def _build(
 
 
 def _row(
+    seals: RecordSeals,
     cid: str,
     values: dict[str, Any],
     expires: datetime,
@@ -178,21 +192,28 @@ def _row(
     due: datetime,
     now: datetime,
 ) -> tuple[Any, ...]:
-    return (
-        cid,
-        values["type"],
-        "ACTIVE",
-        1,
-        values["key_version"],
-        values["wrapped_dek"],
-        Json(values["sealed"]),
-        Json(values["public"]),
-        expires,
-        issued,
-        due,
-        0,
-        now,
-        now,
+    columns: dict[str, Any] = {
+        "id": cid,
+        "type": values["type"],
+        "state": "ACTIVE",
+        "version": 1,
+        "key_version": values["key_version"],
+        "wrapped_dek": values["wrapped_dek"],
+        "sealed": values["sealed"],
+        "public": values["public"],
+        "expires_at": expires,
+        "material_at": issued,
+        "next_due_at": due,
+        "lease_owner": None,
+        "lease_until": None,
+        "attempts": 0,
+        "last_error": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    columns["record_mac"] = seals.credential_mac(columns)  # what store would compute
+    return tuple(
+        Json(columns[name]) if name in ("sealed", "public") else columns[name] for name in _COLUMNS
     )
 
 
@@ -203,7 +224,7 @@ def _copy(
     rows: list[tuple[Any, ...]],
     history: list[tuple[Any, ...]],
 ) -> None:
-    """One transaction: the credentials, their history, and one audit event for the batch."""
+    """One transaction: the credentials, their history, and a create event for each."""
     with engine.begin() as connection:
         driver = connection.connection.driver_connection
         assert driver is not None
@@ -214,15 +235,27 @@ def _copy(
             with cursor.copy(f"COPY credential_history ({', '.join(_HISTORY)}) FROM STDIN") as copy:
                 for row in history:
                     copy.write_row(row)
-        audit.append(
+        ids = [credential_id(index) for index in batch]
+        bound: dict[str, list[dict[str, Any]]] = {cid: [] for cid in ids}
+        for row in connection.execute(_BATCH_HISTORY, {"ids": ids}):
+            bound[row.credential_id].append(dict(row._mapping))
+        at = datetime.now(UTC)
+        audit.append_many(  # each create event binds its history rows, as store's does
             connection,
-            at=datetime.now(UTC),
-            principal=SEED_PRINCIPAL,
-            action="create",
-            credential_id=None,
-            detail={
-                "bench_seed": len(batch),
-                "first": credential_id(batch.start),
-                "last": credential_id(batch.stop - 1),
-            },
+            [
+                {
+                    "at": at,
+                    "principal": SEED_PRINCIPAL,
+                    "action": "create",
+                    "credential_id": cid,
+                    "detail": {
+                        "type": "oauth2",
+                        "version": 1,
+                        "bench_seed": True,
+                        HISTORY_IDS: ",".join(str(row["id"]) for row in bound[cid]),
+                        HISTORY_DIGEST: history_digest(bound[cid]),
+                    },
+                }
+                for cid in ids
+            ],
         )
