@@ -407,3 +407,32 @@ def test_anchor_catches_a_rewritten_tail(sqlite_url: str, key_file: Path) -> Non
     report = manager.verify_audit(anchor)
     assert (False, anchor[0]) == (report.ok, report.first_bad_seq)
     manager.close()
+
+
+def test_a_bulk_append_chains_like_single_appends(manager: CredentialManager) -> None:
+    """``AuditLog.append_many`` (bulk imports, the scale seed) takes the head once and
+    chains every event in order: the chain verifies, the head moved by the count, and an
+    edited bulk row is found like any other."""
+    from datetime import UTC, datetime
+
+    from credman.storage import write
+
+    log = AuditLog(manager.keys.keyring.audit_key())
+    before = manager.audit_head()[0]
+    events = [
+        {
+            "at": datetime.now(UTC),
+            "principal": "importer",
+            "action": "import",
+            "credential_id": None,
+            "detail": {"batch": n},
+        }
+        for n in range(3)
+    ]
+    with write(manager.engine) as connection:
+        last = log.append_many(connection, events)
+    assert (before + 3, before + 3) == (last, manager.audit_head()[0])
+    assert manager.verify_audit().ok
+    with _attacker(manager) as connection:
+        _edit(connection, before + 2)
+    assert before + 2 == manager.verify_audit().first_bad_seq
