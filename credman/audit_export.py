@@ -251,8 +251,47 @@ def check_forwarding(file: str | None, syslog: str | None, interval: float) -> N
         )
 
 
-class AuditHeadExporter:
+class _Periodic:
+    """Runs :meth:`_tick` now, then every ``interval`` seconds in a daemon thread of its
+    own, and once more when :meth:`stop` is called; a failing tick is logged and retried
+    at the next interval (the database or a receiver may be away for a while)."""
+
+    interval: float
+    _stop: threading.Event
+    _thread: threading.Thread | None
+    _thread_name = "credman-periodic"
+    _what = "periodic work"
+
+    def _tick(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Run now, then every ``interval`` seconds until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._run, name=self._thread_name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread after one last run."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._tick()
+            except Exception as exc:
+                logger.error("{} failed: {}", self._what, type(exc).__name__)
+            if self._stop.is_set():
+                return
+            self._stop.wait(self.interval)
+
+
+class AuditHeadExporter(_Periodic):
     """Exports a signed head now, and every ``interval`` seconds in a thread of its own."""
+
+    _thread_name = "credman-audit-head"
+    _what = "audit head export"
 
     def __init__(
         self,
@@ -299,27 +338,9 @@ class AuditHeadExporter:
         self.exported += 1
         return head
 
-    def start(self) -> None:
-        """Export now, then every ``interval`` seconds until :meth:`stop`."""
-        self._thread = threading.Thread(target=self._run, name="credman-audit-head", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread after one last export (the head at shutdown)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                head = self.export()
-                logger.debug("audit head {} exported", head["seq"])
-            except Exception as exc:  # the database may be away for a while: try again
-                logger.error("audit head export failed: {}", type(exc).__name__)
-            if self._stop.is_set():
-                return
-            self._stop.wait(self.interval)
+    def _tick(self) -> None:
+        head = self.export()  # the last one, at stop, is the head at shutdown
+        logger.debug("audit head {} exported", head["seq"])
 
 
 # -- event export --------------------------------------------------------------------------
@@ -437,13 +458,16 @@ def last_exported_seq(path: str | os.PathLike[str]) -> int:
     return seq
 
 
-class AuditForwarder:
+class AuditForwarder(_Periodic):
     """Forwards new audit rows to a sink every ``interval`` seconds, in a thread of its own.
 
     ``export(write, after)`` passes the rows after ``after`` to ``write`` and returns the
     count and the last seq; the forwarder remembers where it got to (in memory: a file
     sink resumes from its last line, see :func:`last_exported_seq`).
     """
+
+    _thread_name = "credman-audit-fwd"
+    _what = "audit forwarding"
 
     def __init__(
         self,
@@ -471,24 +495,10 @@ class AuditForwarder:
         self.forwarded += count
         return count
 
-    def start(self) -> None:
-        """Forward now, then every ``interval`` seconds until :meth:`stop`."""
-        self._thread = threading.Thread(target=self._run, name="credman-audit-fwd", daemon=True)
-        self._thread.start()
+    def _tick(self) -> None:
+        self.forward()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Forward what is new one last time, then stop and close the sink."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._sink.close()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.forward()
-            except Exception as exc:  # the database or the receiver may be away: try again
-                logger.error("audit forwarding failed: {}", type(exc).__name__)
-            if self._stop.is_set():
-                return
-            self._stop.wait(self.interval)

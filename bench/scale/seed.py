@@ -30,7 +30,7 @@ from sqlalchemy import Engine, bindparam, select
 
 from bench.scale.plan import SPREAD, Plan
 from credman import OAuth2
-from credman._integrity import RecordSeals
+from credman._integrity import CREDENTIAL_MAC_FIELDS, RecordSeals
 from credman._sealing import seal
 from credman.audit import HISTORY_DIGEST, HISTORY_IDS, AuditLog, history_digest
 from credman.crypto import Keyring
@@ -40,23 +40,8 @@ __all__ = ["SEED_PRINCIPAL", "Partition", "SeedReport", "credential_id", "seed"]
 
 SEED_PRINCIPAL = "bench-seed"
 BATCH = 5000
-_COLUMNS = (
-    "id",
-    "type",
-    "state",
-    "version",
-    "key_version",
-    "wrapped_dek",
-    "sealed",
-    "public",
-    "expires_at",
-    "material_at",
-    "next_due_at",
-    "attempts",
-    "created_at",
-    "updated_at",
-    "record_mac",
-)
+_COLUMNS = (*CREDENTIAL_MAC_FIELDS, "record_mac")
+"""What COPY writes: every column the row MAC covers, and the MAC."""
 _HISTORY = ("credential_id", "from_state", "to_state", "trigger", "principal", "at", "version")
 _BATCH_HISTORY = (
     select(HISTORY)
