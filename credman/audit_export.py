@@ -107,20 +107,30 @@ class HeadSigner:
         return head
 
 
-def load_private_key(
-    path: str | os.PathLike[str], what: str = "head_signing_key"
-) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a PEM file (PKCS#8, unencrypted); one-line errors."""
+def _load_pem(
+    path: str | os.PathLike[str], what: str, load: Callable[[bytes], Any], kind: str
+) -> Any:
+    """``load`` applied to the PEM file at ``path``; one-line errors naming ``what``."""
     try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+        return load(Path(path).read_bytes())
     except OSError as exc:
         raise CredentialValidationError(
             f"{what}: cannot read {path} ({exc.strerror})", fields=(what,)
         ) from None
     except (ValueError, TypeError):
-        raise CredentialValidationError(
-            f"{what}: {path} is not an unencrypted PEM private key", fields=(what,)
-        ) from None
+        raise CredentialValidationError(f"{what}: {path} is not {kind}", fields=(what,)) from None
+
+
+def load_private_key(
+    path: str | os.PathLike[str], what: str = "head_signing_key"
+) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM file (PKCS#8, unencrypted); one-line errors."""
+    key = _load_pem(
+        path,
+        what,
+        lambda data: serialization.load_pem_private_key(data, password=None),
+        "an unencrypted PEM private key",
+    )
     if not isinstance(key, Ed25519PrivateKey):
         raise CredentialValidationError(f"{what}: {path} is not an Ed25519 key", fields=(what,))
     return key
@@ -128,16 +138,7 @@ def load_private_key(
 
 def load_public_key(path: str | os.PathLike[str], what: str = "public_key") -> Ed25519PublicKey:
     """An Ed25519 public key from a PEM file; one-line errors."""
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except OSError as exc:
-        raise CredentialValidationError(
-            f"{what}: cannot read {path} ({exc.strerror})", fields=(what,)
-        ) from None
-    except (ValueError, TypeError):
-        raise CredentialValidationError(
-            f"{what}: {path} is not a PEM public key", fields=(what,)
-        ) from None
+    key = _load_pem(path, what, serialization.load_pem_public_key, "a PEM public key")
     if not isinstance(key, Ed25519PublicKey):
         raise CredentialValidationError(f"{what}: {path} is not an Ed25519 key", fields=(what,))
     return key
