@@ -293,6 +293,27 @@ def test_one_sweep_survives_every_fault_at_once(
     assert expected == states
 
 
+@pytest.fixture
+def patient_manager(sqlite_url: str, key_file: Path) -> Iterator[CredentialManager]:
+    """A manager whose exchange deadline no loaded machine reaches on loopback: with the
+    0.3 s one, a healthy answer that came late was a lost response (the provider had
+    rotated, the manager had not stored), so the next refresh replayed a spent token."""
+    with CredentialManager(
+        sqlite_url, str(key_file), refresh_policy=RefreshPolicy(timeout=10)
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def quick_faults_server(token_server: Callable[..., TokenServer]) -> Iterator[TokenServer]:
+    """A strict provider whose "slow" stall (then 504) and "drip" (a 200 error body, byte by
+    byte) end in well under a second: faults the deadline need not cut."""
+    with token_server(
+        access_token_lifetime=3600, huge_bytes=2 * MAX_BODY, slow_seconds=0.05, drip_seconds=0.005
+    ) as running:
+        yield running
+
+
 @settings(
     max_examples=25,
     deadline=None,
@@ -300,13 +321,14 @@ def test_one_sweep_survives_every_fault_at_once(
 )
 @given(faults=st.lists(st.sampled_from([*TRANSIENT, *PERMANENT, *QUIRKS]), max_size=5))
 def test_last_good_refresh_token_survives_any_faults(
-    manager: CredentialManager,
-    server: TokenServer,
+    patient_manager: CredentialManager,
+    quick_faults_server: TokenServer,
     faults: list[str],
     oauth: Callable[..., OAuth2],
 ) -> None:
     """Any run of faults (lost_response aside), then a healthy provider: the refresh succeeds
     and the grant was never revoked."""
+    manager, server = patient_manager, quick_faults_server
     credential_id = f"gh-{uuid.uuid4().hex}"
     manager.store(credential_id, oauth(server), principal="admin")
     for mode in faults:
