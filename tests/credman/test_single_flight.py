@@ -33,19 +33,21 @@ READER = textwrap.dedent(
     from credman import CredentialManager
     url, key, resource, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     manager = CredentialManager(url, key)
-    counts = {"ok": 0, "rejected": 0}
+    counts = {"ok": 0, "rejected": 0, "start": time.time()}
     deadline = time.monotonic() + seconds
     with httpx.Client() as client:
         while time.monotonic() < deadline:
             token = manager.access("gh", principal="worker").token.reveal()
             status = client.get(resource, headers={"Authorization": f"Bearer {token}"}).status_code
             counts["ok" if status == 200 else "rejected"] += 1
+    counts["end"] = time.time()
     print(json.dumps(counts))
     """
 )
 
 
-def _read_loop(manager: CredentialManager, resource: str, counts: dict[str, int]) -> None:
+def _read_loop(manager: CredentialManager, resource: str, counts: dict[str, float]) -> None:
+    counts["start"] = time.time()
     deadline = time.monotonic() + RUN_SECONDS
     with httpx.Client() as client:
         while time.monotonic() < deadline:
@@ -53,6 +55,7 @@ def _read_loop(manager: CredentialManager, resource: str, counts: dict[str, int]
             status = client.get(resource, headers={"Authorization": f"Bearer {token}"}).status_code
             key = "ok" if status == 200 else "rejected"
             counts[key] = counts.get(key, 0) + 1
+    counts["end"] = time.time()
 
 
 @pytest.mark.slow
@@ -85,7 +88,7 @@ def test_threads_and_processes_refresh_once_per_lifetime(
             )
             for _ in range(4)
         ]
-        thread_counts = [dict[str, int]() for _ in range(8)]
+        thread_counts = [dict[str, float]() for _ in range(8)]
         threads = [
             threading.Thread(target=_read_loop, args=(manager, server.resource_url, c))
             for c in thread_counts
@@ -101,8 +104,10 @@ def test_threads_and_processes_refresh_once_per_lifetime(
     assert [] == revoked
     assert 0 == sum(c.get("rejected", 0) for c in counts)
     assert all(c.get("ok", 0) > 0 for c in counts)
-    lifetimes = RUN_SECONDS / USABLE
-    assert lifetimes <= refreshes <= 2 * lifetimes + 2, refreshes
+    # the readers overlap for RUN_SECONDS at least; on a loaded machine the processes start
+    # late, so reads span longer, and each usable lifetime of that span may cost a refresh
+    span = max(c["end"] for c in counts) - min(c["start"] for c in counts)
+    assert RUN_SECONDS / USABLE <= refreshes <= 2 * span / USABLE + 2, (refreshes, span)
 
 
 REFRESHER = textwrap.dedent(
