@@ -222,8 +222,7 @@ class AuditLog:
             "prev_hash": head_hash,
             "hash": digest,
         }
-        chain.insert_event(connection, event)
-        chain.move_head(connection, seq, digest)
+        chain.append_event(connection, event)
         return seq
 
     def append_many(self, connection: Connection, events: Sequence[Mapping[str, Any]]) -> int:

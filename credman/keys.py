@@ -170,9 +170,8 @@ class KeyManager:
         ring that cannot be reloaded to it (``CREDMAN_KEY`` from before a rotation) is refused
         when rows already use a higher version than its primary.
         """
-        key_rows.lock_key_changes(connection, exclusive=False)
+        highest = key_rows.lock_key_changes_shared_and_highest(connection)
         ring = self.reload()
-        highest = key_rows.highest_key_version(connection)
         if highest is not None and ring.primary < highest:
             raise KeyringError(
                 f"this process's keyring (primary version {ring.primary}) is older than the "

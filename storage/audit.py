@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from credman.storage.records import AuditHead, AuditRecord
 from credman.storage.tables import AuditEventRow, AuditHeadRow, HistoryRow
 
 __all__ = [
     "HISTORY_FIELDS",
+    "append_event",
     "events_after",
     "events_between",
     "history_by_id",
@@ -39,6 +40,29 @@ _ANCHORED_HEAD = select(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.anchor_seq, _HEAD.c.a
 )
 _INSERT_EVENT = insert(_EVENTS)
 _MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
+_EVENT_COLUMNS = (
+    "seq",
+    "at",
+    "principal",
+    "action",
+    "credential_id",
+    "outcome",
+    "detail",
+    "prev_hash",
+    "hash",
+)
+# PostgreSQL: the row and the head's move in one statement (a data-modifying CTE), so the
+# head lock is held one round trip less; SQLite (no DML in a CTE) runs the two statements.
+_APPEND = (
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=bindparam("seq"), hash=bindparam("hash"))
+    .add_cte(
+        insert(_EVENTS)
+        .values({name: bindparam(name, type_=_EVENTS.c[name].type) for name in _EVENT_COLUMNS})
+        .cte("appended")
+    )
+)
 _FILTERS = ("principal", "outcome", "credential_id")
 _HISTORY = HistoryRow.__table__  # type: ignore[attr-defined]
 HISTORY_FIELDS = (
@@ -65,6 +89,15 @@ def read_head(connection: Connection) -> tuple[int, str]:
     """The head, unlocked."""
     row = connection.execute(_READ_HEAD).one()
     return int(row.seq), str(row.hash)
+
+
+def append_event(connection: Connection, values: Mapping[str, Any]) -> None:
+    """Insert one chain row and point the head at it (the head locked by :func:`lock_head`)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(_APPEND, {name: values[name] for name in _EVENT_COLUMNS})
+        return
+    insert_event(connection, values)
+    move_head(connection, values["seq"], values["hash"])
 
 
 def insert_event(connection: Connection, values: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "highest_key_version",
     "key_checks",
     "lock_key_changes",
+    "lock_key_changes_shared_and_highest",
     "replace_wrapped_keys",
     "rewrap_candidates",
 ]
@@ -48,6 +49,27 @@ def lock_key_changes(connection: Connection, *, exclusive: bool) -> None:
         return  # SQLite: BEGIN IMMEDIATE already holds the database's single write lock
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     connection.execute(select(getattr(func, function)(_KEYRING_LOCK)))
+
+
+_SHARED_AND_HIGHEST = select(
+    func.pg_advisory_xact_lock_shared(_KEYRING_LOCK),
+    select(func.max(CREDENTIALS.c.key_version)).scalar_subquery(),
+)
+
+
+def lock_key_changes_shared_and_highest(connection: Connection) -> int | None:
+    """The shared key-change lock and :func:`highest_key_version` in one round trip.
+
+    On PostgreSQL both are one statement, so the maximum is read in the snapshot the
+    statement took before its lock was granted: a version a key change committed while this
+    writer waited is not seen. That is safe: rows move to a new version only after it is in
+    the key file (which the caller reloads after this returns), and a version is removed
+    only under the exclusive lock, which waits for this transaction.
+    """
+    if connection.dialect.name != "postgresql":
+        return highest_key_version(connection)  # SQLite: BEGIN IMMEDIATE is the lock
+    highest = connection.execute(_SHARED_AND_HIGHEST).one()[1]
+    return None if highest is None else int(highest)
 
 
 def count_by_key_version(connection: Connection) -> dict[int | None, int]:
