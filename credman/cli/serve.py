@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -121,8 +122,13 @@ def serve(
         for exporter in running:
             exporter.start()
         scheduler.start()
-        while not stop.wait(summary_every):
-            logger.info("credman serve: {}", _summary(manager, options(ctx).principal, scheduler))
+        summary_at = time.monotonic() + summary_every
+        while not stop.wait(SIGNAL_POLL):
+            if time.monotonic() >= summary_at:
+                summary_at += summary_every
+                logger.info(
+                    "credman serve: {}", _summary(manager, options(ctx).principal, scheduler)
+                )
         logger.info("credman serve: stopping (waiting up to {:g} s for a sweep)", grace)
         _shutdown(scheduler, grace)
         for exporter in running:
@@ -214,6 +220,13 @@ def _serve_http(
         )
 
     return run_service(settings, make_manager, workers=workers, stop=stop)
+
+
+SIGNAL_POLL = 0.5
+"""Seconds the main thread waits at a time. Python runs signal handlers in the main thread
+only, and a signal the kernel delivers to another thread does not wake a main thread
+blocked on a lock: without a short wait, a SIGTERM could go unnoticed for a whole summary
+interval."""
 
 
 def _on_stop_signals(stop: threading.Event) -> None:

@@ -1297,7 +1297,8 @@ def main(argv: list[str] | None = None) -> None:
     with server:
         print(f"issuer {server.issuer}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+            while not stop.wait(0.5):  # short waits: the main thread must run the handler
+                pass
 
 
 if __name__ == "__main__":

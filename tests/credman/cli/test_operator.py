@@ -4,6 +4,7 @@ commands that only read."""
 
 from __future__ import annotations
 
+import ctypes
 import getpass
 import json
 import os
@@ -363,6 +364,42 @@ def test_serve_says_what_it_does_and_stops_on_sigterm(cli: Cli) -> None:
     assert "next due" in first
     assert "credman.cli" not in first  # no module:function:line without -v
     assert "stopped" in rest
+
+
+def _tgkill(pid: int, tid: int, number: int) -> None:
+    """Send ``number`` to one thread of ``pid`` (Linux tgkill), as the kernel may do with a
+    process-directed signal."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(234, pid, tid, number) != 0:  # SYS_tgkill on x86-64
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.uname().machine != "x86_64",
+    reason="tgkill by syscall number: Linux x86-64",
+)
+def test_serve_stops_on_a_sigterm_another_thread_received(cli: Cli) -> None:
+    """A SIGTERM the kernel hands to a worker thread, not the main one, still stops `serve`
+    at once: before the fix the main thread slept through it until the next summary (an
+    hour here), so a supervisor's stop went unnoticed (seen in bench-scale)."""
+    cli.ok("add", "bearer", "t", "--token-env", "T", "--expires-in", "3600", T="x")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "credman", "serve", "--interval", "0.5", "--summary-every", "3600"],
+        env=cli.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        process.stderr.readline()  # the announcement: the scheduler's threads are running
+        others = sorted(int(t) for t in os.listdir(f"/proc/{process.pid}/task"))[1:]
+        assert others, "serve runs a scheduler thread"
+        _tgkill(process.pid, others[-1], signal.SIGTERM)
+        assert 0 == process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_serve_with_a_config_says_what_it_does_without_the_webhook_path(cli: Cli) -> None:
