@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -391,9 +392,13 @@ def test_serve_stops_on_a_sigterm_another_thread_received(cli: Cli) -> None:
     )
     try:
         assert process.stderr is not None
-        process.stderr.readline()  # the announcement: the scheduler's threads are running
-        others = sorted(int(t) for t in os.listdir(f"/proc/{process.pid}/task"))[1:]
+        process.stderr.readline()  # the announcement: the scheduler starts right after it
+        deadline, others = time.monotonic() + 30, []
+        while not others and time.monotonic() < deadline:
+            others = sorted(int(t) for t in os.listdir(f"/proc/{process.pid}/task"))[1:]
+            time.sleep(0.05)
         assert others, "serve runs a scheduler thread"
+        time.sleep(0.5)  # the scheduler's own threads are up, not only the first
         _tgkill(process.pid, others[-1], signal.SIGTERM)
         assert 0 == process.wait(timeout=10)
     finally:
