@@ -77,7 +77,7 @@ class Integrity:
             if set(keyring.key_checks()) <= set(recorded):
                 return  # the common case: one small read
             with write(ops.engine) as connection:
-                key_rows.lock_key_changes(connection, exclusive=True)
+                key_rows.lock_key_changes(connection)
                 recorded = key_rows.key_checks(connection)
                 _check_fingerprints(recorded, keyring)
                 sealed = None if 0 in recorded else self._seal_legacy(connection, keyring)

@@ -197,7 +197,7 @@ class KeyManager:
         """Durably add a new primary key version that no row uses yet; the new version."""
         with self._operations.run("key_rotate", principal, None) as connection:
             act = self._operations.act_as_admin(connection, principal)
-            key_rows.lock_key_changes(connection, exclusive=True)
+            key_rows.lock_key_changes(connection)
             ring = self._update(lambda current: current.with_new_version(), keep_previous=True)
             fingerprint = ring.key_checks()[ring.primary]
             key_rows.delete_key_check(connection, ring.primary)  # a version number reused
@@ -264,7 +264,7 @@ class KeyManager:
             raise CredentialValidationError("version: a key version number", fields=("version",))
         with self._operations.run("key_retire", principal, None) as connection:
             act = self._operations.act_as_admin(connection, principal)
-            key_rows.lock_key_changes(connection, exclusive=True)
+            key_rows.lock_key_changes(connection)
             _check_retirable(self.reload(), version)
             in_use = key_rows.count_with_key_version(connection, version)
             sessions = session_rows.count_with_key_version(connection, version)

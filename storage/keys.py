@@ -43,12 +43,12 @@ _COMPARE_AND_SET = (
 """Replace a wrapped data key only if the row still holds the one that was re-wrapped."""
 
 
-def lock_key_changes(connection: Connection, *, exclusive: bool) -> None:
-    """Hold the key-change lock until the transaction ends (shared for writers of rows)."""
+def lock_key_changes(connection: Connection) -> None:
+    """Hold the key-change lock exclusively until the transaction ends (key changes; writers
+    of rows hold it shared: :func:`lock_key_changes_shared_and_highest`)."""
     if connection.dialect.name != "postgresql":
         return  # SQLite: BEGIN IMMEDIATE already holds the database's single write lock
-    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    connection.execute(select(getattr(func, function)(_KEYRING_LOCK)))
+    connection.execute(select(func.pg_advisory_xact_lock(_KEYRING_LOCK)))
 
 
 _SHARED_AND_HIGHEST = select(

@@ -39,6 +39,12 @@ MAX_INTERVAL = 86_400.0
 DEFAULT_INTERVAL = 30.0
 MAX_WORKERS = 64
 
+SIGNAL_POLL = 0.5
+"""Seconds the main thread waits at a time. Python runs signal handlers in the main thread
+only, and a signal the kernel delivers to another thread does not wake a main thread
+blocked on a lock: without a short wait, a SIGTERM could go unnoticed for a whole summary
+interval."""
+
 
 def _finite(value: float) -> float:
     """Ranges let NaN through (every comparison with it is false): refuse it here."""
@@ -220,13 +226,6 @@ def _serve_http(
         )
 
     return run_service(settings, make_manager, workers=workers, stop=stop)
-
-
-SIGNAL_POLL = 0.5
-"""Seconds the main thread waits at a time. Python runs signal handlers in the main thread
-only, and a signal the kernel delivers to another thread does not wake a main thread
-blocked on a lock: without a short wait, a SIGTERM could go unnoticed for a whole summary
-interval."""
 
 
 def _on_stop_signals(stop: threading.Event) -> None:

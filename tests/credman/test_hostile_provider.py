@@ -80,13 +80,16 @@ def manager(
 
 
 @pytest.fixture
-def make_provider(token_server: Callable[..., TokenServer]) -> Callable[[], TokenServer]:
-    """Build (not start) a strict provider whose "huge" body is twice the limit."""
-    return lambda: token_server(access_token_lifetime=3600, huge_bytes=2 * MAX_BODY)
+def make_provider(token_server: Callable[..., TokenServer]) -> Callable[..., TokenServer]:
+    """Build (not start) a strict provider whose "huge" body is twice the limit (other
+    options by keyword)."""
+    return lambda **options: token_server(
+        **{"access_token_lifetime": 3600, "huge_bytes": 2 * MAX_BODY, **options}
+    )
 
 
 @pytest.fixture
-def server(make_provider: Callable[[], TokenServer]) -> Iterator[TokenServer]:
+def server(make_provider: Callable[..., TokenServer]) -> Iterator[TokenServer]:
     """A strict provider: rotates refresh tokens and revokes a grant on replay."""
     with make_provider() as running:
         yield running
@@ -272,7 +275,7 @@ def test_absurd_expires_in_is_treated_as_missing(
 def test_one_sweep_survives_every_fault_at_once(
     manager: CredentialManager,
     oauth: Callable[..., OAuth2],
-    make_provider: Callable[[], TokenServer],
+    make_provider: Callable[..., TokenServer],
 ) -> None:
     """One tick over credentials whose providers each misbehave differently: no error, each
     credential gets its own outcome."""
@@ -305,12 +308,10 @@ def patient_manager(sqlite_url: str, key_file: Path) -> Iterator[CredentialManag
 
 
 @pytest.fixture
-def quick_faults_server(token_server: Callable[..., TokenServer]) -> Iterator[TokenServer]:
+def quick_faults_server(make_provider: Callable[..., TokenServer]) -> Iterator[TokenServer]:
     """A strict provider whose "slow" stall (then 504) and "drip" (a 200 error body, byte by
     byte) end in well under a second: faults the deadline need not cut."""
-    with token_server(
-        access_token_lifetime=3600, huge_bytes=2 * MAX_BODY, slow_seconds=0.05, drip_seconds=0.005
-    ) as running:
+    with make_provider(slow_seconds=0.05, drip_seconds=0.005) as running:
         yield running
 
 
